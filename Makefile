@@ -1,0 +1,46 @@
+# mcpgate: `make run` serves on SQLite at once; `make test` runs the whole suite (SQLite, then PostgreSQL).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BIND ?= $(or $(MCPGATE_BIND),127.0.0.1:8000)
+
+.PHONY: run test test-sqlite test-postgres lint typecheck check venv clean
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+# A local .env with a random SECRET_KEY and loopback URLs, written once, never committed.
+.env:
+	@echo "SECRET_KEY=$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))')" > .env
+	@echo "MCPGATE_INTERNAL_URL=http://127.0.0.1:$${BIND##*:}" >> .env
+	@echo "MCPGATE_PUBLIC_URL=http://localhost:$${BIND##*:}" >> .env
+	@echo "wrote .env (local settings; edit freely)"
+
+run: venv .env
+	set -a; source .env; set +a; \
+	$(PY) manage.py migrate --noinput && \
+	exec $(VENV)/bin/gunicorn -c deploy/gunicorn.conf.py --bind $(BIND) mcpgate.wsgi
+
+test: venv lint typecheck test-sqlite test-postgres
+
+test-sqlite: venv
+	env -u DATABASE_URL $(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-postgres: venv
+	$(PY) -m tests.pgcluster $(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: venv
+	SECRET_KEY=typecheck MCPGATE_INTERNAL_URL=http://127.0.0.1:8000 $(VENV)/bin/mypy mcpgate oauth_ext mcp_bridge
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,20 @@
+"""gunicorn configuration for mcpgate (used by `make run` and the production unit)."""
+
+from __future__ import annotations
+
+import os
+
+bind = os.environ.get("MCPGATE_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("MCPGATE_WORKERS", "2"))
+worker_class = os.environ.get("MCPGATE_WORKER_CLASS", "sync")
+threads = int(os.environ.get("MCPGATE_THREADS", "1"))
+timeout = 30
+graceful_timeout = 20
+# The app decides what to trust from MCPGATE_TRUSTED_PROXIES; gunicorn must not rewrite
+# REMOTE_ADDR or the scheme from forwarded headers itself.
+forwarded_allow_ips = ""
+proxy_allow_ips = ""
+accesslog = "-"
+# No query strings in the access log: an authorize URL carries state and PKCE values.
+access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss'
+errorlog = "-"

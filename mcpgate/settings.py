@@ -1,0 +1,325 @@
+"""Django settings for mcpgate: one module, every value read from the environment."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+# ---------------------------------------------------------------------------
+# Typed helpers (healthchecks style): a bad value fails loudly at start-up.
+# ---------------------------------------------------------------------------
+def envstr(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def envsecret(name: str, default: str = "") -> str:
+    """Read NAME, or the file named by NAME_FILE (container secrets)."""
+    path = os.environ.get(f"{name}_FILE")
+    if path:
+        try:
+            return Path(path).read_text().strip()
+        except OSError as exc:
+            raise ImproperlyConfigured(f"{name}_FILE: cannot read {path}: {exc.strerror}") from None
+    return os.environ.get(name, default)
+
+
+def envbool(name: str, default: str) -> bool:
+    value = os.environ.get(name, default)
+    if value not in ("True", "False"):
+        raise ImproperlyConfigured(f"{name} must be True or False, not {value!r}")
+    return value == "True"
+
+
+def envint(name: str, default: str, *, minimum: int = 0) -> int:
+    value = os.environ.get(name, default)
+    try:
+        number = int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, not {value!r}") from None
+    if number < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {number}")
+    return number
+
+
+def envlist(name: str, default: str = "") -> list[str]:
+    """A comma- or whitespace-separated list; empty items are dropped."""
+    return [item for item in os.environ.get(name, default).replace(",", " ").split() if item]
+
+
+def envnetworks(name: str, default: str = "") -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    networks = []
+    for item in envlist(name, default):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}: {item!r} is not an IP address or CIDR network") from None
+    return networks
+
+
+def is_loopback_host(hostname: str) -> bool:
+    if hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
+
+
+def envbaseurl(name: str) -> str:
+    """An origin such as https://mcp.example.com; http only on loopback (RFC 8252 local use)."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return ""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ImproperlyConfigured(f"{name} must be an absolute http(s) URL, not {value!r}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        raise ImproperlyConfigured(f"{name} must be an origin without path, query or credentials: {value!r}")
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        raise ImproperlyConfigured(f"{name} must use https unless it is a loopback address: {value!r}")
+    # Lower-case scheme and host: clients compare issuer and resource byte for byte (checklist D4, S2).
+    return f"{parts.scheme}://{parts.netloc.lower()}"
+
+
+def envdatabase(url: str) -> dict[str, object]:
+    if not url:
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": envstr("MCPGATE_SQLITE_PATH", str(BASE_DIR / "db.sqlite3")),
+        }
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise ImproperlyConfigured(f"DATABASE_URL must be a postgres:// URL, not scheme {parts.scheme!r}")
+    options: dict[str, str] = {}
+    for pair in filter(None, parts.query.split("&")):
+        key, _, value = pair.partition("=")
+        options[key] = value
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": parts.path.lstrip("/"),
+        "USER": parts.username or "",
+        "PASSWORD": parts.password or "",
+        # A socket directory may be given as ?host=/path (libpq convention).
+        "HOST": options.pop("host", parts.hostname or ""),
+        "PORT": str(parts.port or ""),
+        "OPTIONS": options,
+        "CONN_MAX_AGE": envint("MCPGATE_DB_CONN_MAX_AGE", "60"),
+        "CONN_HEALTH_CHECKS": True,
+    }
+
+
+# ---------------------------------------------------------------------------
+# Core
+# ---------------------------------------------------------------------------
+DEBUG = envbool("DEBUG", "False")
+SECRET_KEY = envsecret("SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. Set it (or SECRET_KEY_FILE) in the environment; "
+            "`make run` writes a random one to .env on first run."
+        )
+    SECRET_KEY = "insecure-debug-only-key"  # noqa: S105 - DEBUG only, never in production
+
+MCPGATE_PUBLIC_URL = envbaseurl("MCPGATE_PUBLIC_URL")
+MCPGATE_INTERNAL_URL = envbaseurl("MCPGATE_INTERNAL_URL")
+if not (MCPGATE_PUBLIC_URL or MCPGATE_INTERNAL_URL):
+    raise ImproperlyConfigured("Set MCPGATE_PUBLIC_URL and/or MCPGATE_INTERNAL_URL (e.g. http://127.0.0.1:8000).")
+
+# Only the configured hosts are served; anything else is a 400 from Django (DisallowedHost).
+ALLOWED_HOSTS = sorted({urlsplit(url).hostname or "" for url in (MCPGATE_PUBLIC_URL, MCPGATE_INTERNAL_URL) if url})
+CSRF_TRUSTED_ORIGINS = [url for url in (MCPGATE_PUBLIC_URL, MCPGATE_INTERNAL_URL) if url]
+
+# Peers whose X-Forwarded-* and identity headers are believed (oauth2-proxy, the load balancer).
+MCPGATE_TRUSTED_PROXIES = envnetworks("MCPGATE_TRUSTED_PROXIES")
+MCPGATE_EMAIL_DOMAINS = [d.lower().lstrip("@") for d in envlist("MCPGATE_EMAIL_DOMAINS")]
+if MCPGATE_TRUSTED_PROXIES and not MCPGATE_EMAIL_DOMAINS:
+    raise ImproperlyConfigured("MCPGATE_TRUSTED_PROXIES is set: set MCPGATE_EMAIL_DOMAINS too (e.g. example.com).")
+MCPGATE_EMAIL_HEADER = envstr("MCPGATE_EMAIL_HEADER", "X-Forwarded-Email")
+MCPGATE_USER_HEADER = envstr("MCPGATE_USER_HEADER", "X-Forwarded-User")
+MCPGATE_GROUPS_HEADER = envstr("MCPGATE_GROUPS_HEADER", "X-Forwarded-Groups")
+
+# OAuth policy
+MCPGATE_SCOPES = {"mcp": "Use the organisation's MCP tools as you"}
+MCPGATE_ACCESS_TOKEN_SECONDS = envint("MCPGATE_ACCESS_TOKEN_SECONDS", "3600", minimum=60)
+MCPGATE_REFRESH_TOKEN_SECONDS = envint("MCPGATE_REFRESH_TOKEN_SECONDS", str(30 * 86400), minimum=300)
+MCPGATE_REFRESH_GRACE_SECONDS = envint("MCPGATE_REFRESH_GRACE_SECONDS", "30")
+MCPGATE_REGISTRATION_RATE_PER_MINUTE = envint("MCPGATE_REGISTRATION_RATE_PER_MINUTE", "30", minimum=1)
+MCPGATE_REGISTRATION_DEDUPE_SECONDS = envint("MCPGATE_REGISTRATION_DEDUPE_SECONDS", "600")
+MCPGATE_UNUSED_CLIENT_PURGE_HOURS = envint("MCPGATE_UNUSED_CLIENT_PURGE_HOURS", "24", minimum=1)
+MCPGATE_CIMD_ALLOWED_HOSTS = envlist("MCPGATE_CIMD_ALLOWED_HOSTS", "claude.ai vscode.dev chatgpt.com")
+
+# ---------------------------------------------------------------------------
+# Django
+# ---------------------------------------------------------------------------
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "oauth2_provider",
+    "rest_framework",
+    "oauth_ext",
+    "mcp_bridge",
+]
+
+MIDDLEWARE = [
+    # First: decides which forwarded headers are believed and which host this is.
+    "oauth_ext.middleware.TrustedProxyMiddleware",
+    "oauth_ext.middleware.HostMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "oauth_ext.middleware.ProxyIdentityMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "mcpgate.urls"
+WSGI_APPLICATION = "mcpgate.wsgi.application"
+ASGI_APPLICATION = "mcpgate.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": envdatabase(envsecret("DATABASE_URL"))}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AUTH_USER_MODEL = "oauth_ext.User"
+
+AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "/accounts/login/"
+
+LANGUAGE_CODE = "en"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+# WhiteNoise serves the admin's and our static files under gunicorn straight from the app
+# directories, so there is no collectstatic step to forget.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = False
+
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# ---------------------------------------------------------------------------
+# Security: the scheme is set by HostMiddleware from the configured URL of the host
+# the request came to, so SECURE_PROXY_SSL_HEADER is never taken from a client.
+# ---------------------------------------------------------------------------
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+_ALL_HTTPS = all(url.startswith("https://") for url in (MCPGATE_PUBLIC_URL, MCPGATE_INTERNAL_URL) if url)
+SESSION_COOKIE_SECURE = _ALL_HTTPS
+CSRF_COOKIE_SECURE = _ALL_HTTPS
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_NAME = "mcpgate_session"
+CSRF_COOKIE_NAME = "mcpgate_csrftoken"
+SECURE_SSL_REDIRECT = False  # TLS ends at the proxy; redirects there, not here
+SECURE_HSTS_SECONDS = envint("MCPGATE_HSTS_SECONDS", "31536000" if _ALL_HTTPS else "0")
+SECURE_HSTS_INCLUDE_SUBDOMAINS = False
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+SILENCED_SYSTEM_CHECKS = [
+    # TLS terminates at oauth2-proxy / the load balancer, which redirects http to https.
+    "security.W008",
+]
+
+# ---------------------------------------------------------------------------
+# django-oauth-toolkit
+# ---------------------------------------------------------------------------
+OAUTH2_PROVIDER_APPLICATION_MODEL = "oauth_ext.Client"
+
+OAUTH2_PROVIDER = {
+    "OAUTH2_VALIDATOR_CLASS": "oauth_ext.validators.MCPGateValidator",
+    "SCOPES_BACKEND_CLASS": "oauth_ext.scopes.MCPGateScopes",
+    "SCOPES": MCPGATE_SCOPES,
+    "DEFAULT_SCOPES": ["mcp"],
+    "ACCESS_TOKEN_EXPIRE_SECONDS": MCPGATE_ACCESS_TOKEN_SECONDS,
+    "REFRESH_TOKEN_EXPIRE_SECONDS": MCPGATE_REFRESH_TOKEN_SECONDS,
+    "AUTHORIZATION_CODE_EXPIRE_SECONDS": 60,
+    "ROTATE_REFRESH_TOKEN": True,
+    "REFRESH_TOKEN_REUSE_PROTECTION": True,
+    # DOT's own grace period must stay 0 with hashed storage (oauth2_provider.E001); the
+    # validator implements MCPGATE_REFRESH_GRACE_SECONDS by minting a sibling pair instead.
+    "REFRESH_TOKEN_GRACE_PERIOD_SECONDS": 0,
+    "PKCE_REQUIRED": True,
+    "ALLOWED_REDIRECT_URI_SCHEMES": ["http", "https", "cursor"],
+    "ALLOW_LOCALHOST_LOOPBACK": True,
+    "REQUEST_APPROVAL_PROMPT": "force",  # consent memory is ours (oauth_ext.models.Consent)
+    # RFC 9700 gates, all enforced.
+    "COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PASSWORD_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_METHOD": True,
+    "COMPLIANT_BCP_RFC9700_ACCESS_TOKEN_TRANSPORT": True,
+    "COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS": True,
+    "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
+    "COMPLIANT_BCP_RFC9700_REFRESH_TOKEN": True,
+    "COMPLIANT_BCP_RFC9700_REDIRECT_URI_SCHEME": True,
+    "COMPLIANT_BCP_RFC9700_REDIRECT_URI_MATCHING": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_REQUIRED": True,
+    # RFC 8414 metadata: what this server really accepts.
+    "OAUTH2_RESPONSE_TYPES_SUPPORTED": ["code"],
+    "OAUTH2_GRANT_TYPES_SUPPORTED": ["authorization_code", "refresh_token"],
+    "OAUTH2_TOKEN_ENDPOINT_AUTH_METHODS_SUPPORTED": ["none", "client_secret_post", "client_secret_basic"],
+    # RFC 7591 registration is open (MCP clients register anonymously); oauth_ext bounds it.
+    "DCR_ENABLED": True,
+    "DCR_REGISTRATION_PERMISSION_CLASSES": ("oauth2_provider.dcr.AllowAllDCRPermission",),
+    # Client ID Metadata Documents, fetched by DOT's SSRF-safe fetcher, from allowlisted hosts only.
+    "CIMD_ENABLED": True,
+    "CIMD_REGISTRATION_PERMISSION_CLASSES": ("oauth2_provider.cimd.HostAllowlistCIMDPermission",),
+    "CIMD_ALLOWED_HOSTS": MCPGATE_CIMD_ALLOWED_HOSTS,
+    "OAUTH2_PROTECTED_RESOURCE_NAME": envstr("MCPGATE_RESOURCE_NAME", "mcpgate"),
+}
+
+# ---------------------------------------------------------------------------
+# DRF: only what /mcp and future APIs need.
+# ---------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "UNAUTHENTICATED_USER": None,
+}
+
+# ---------------------------------------------------------------------------
+# Logging: to stderr; tokens and secrets are never logged (see oauth_ext.logging).
+# ---------------------------------------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["stderr"], "level": envstr("MCPGATE_LOG_LEVEL", "INFO")},
+    "loggers": {
+        # oauthlib logs request bodies (codes, secrets) at DEBUG; never let that through.
+        "oauthlib": {"level": "WARNING"},
+        "django.db.backends": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,23 @@
+"""Root URLs: the authorization server at the origin root, /mcp, the admin, local sign-in."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from . import errors
+
+urlpatterns = [
+    path("", include("oauth_ext.urls", namespace="oauth2_provider")),
+    path("admin/", admin.site.urls),
+    # Local sign-in when no oauth2-proxy is in front (make run).
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("healthz", errors.healthz, name="healthz"),
+]
+
+handler400 = errors.bad_request
+handler403 = errors.permission_denied
+handler404 = errors.not_found
+handler500 = errors.server_error

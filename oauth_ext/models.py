@@ -1,0 +1,185 @@
+"""Data of the authorization server: people, clients (DOT's Application, swapped), consent, audit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.models import AbstractUser
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils import timezone
+from oauth2_provider.models import AbstractApplication
+
+from .redirects import redirect_uri_problem
+
+
+class User(AbstractUser):
+    """A person. ``username`` is the email oauth2-proxy vouched for (lower-case)."""
+
+    proxy_groups = models.JSONField(
+        default=list, blank=True, help_text="Groups as oauth2-proxy last reported them (X-Forwarded-Groups)."
+    )
+    proxy_subject = models.CharField(max_length=255, blank=True, help_text="X-Forwarded-User at last sign-in.")
+    last_sign_in_host = models.CharField(max_length=16, blank=True)
+
+    class Meta(AbstractUser.Meta):  # type: ignore[name-defined]
+        swappable = "AUTH_USER_MODEL"
+
+
+class Client(AbstractApplication):
+    """An OAuth client (DOT ``Application``), with how and from where it came and whether it may be used."""
+
+    class AuthMethod(models.TextChoices):
+        NONE = "none", "none (public client, PKCE only)"
+        SECRET_POST = "client_secret_post", "client_secret_post"
+        SECRET_BASIC = "client_secret_basic", "client_secret_basic"
+
+    # Blank until clean() derives it from client_type (RFC 7591 §2 default: client_secret_basic).
+    token_endpoint_auth_method = models.CharField(max_length=32, choices=AuthMethod.choices, blank=True)
+    software_id = models.CharField(max_length=255, blank=True)
+    software_version = models.CharField(max_length=64, blank=True)
+    registered_from = models.GenericIPAddressField(null=True, blank=True, help_text="Address that registered it.")
+    registered_host = models.CharField(max_length=16, blank=True, help_text="internal or public")
+    disabled = models.BooleanField(default=False, help_text="A disabled client can neither authorize nor use tokens.")
+    last_used_at = models.DateTimeField(null=True, blank=True, help_text="Last token issued or refreshed.")
+
+    class Meta(AbstractApplication.Meta):
+        swappable = "OAUTH2_PROVIDER_APPLICATION_MODEL"
+        indexes = [models.Index(fields=["registered_from", "created"])]
+
+    def is_usable(self, request: Any) -> bool:
+        """DOT calls this on every client lookup and bearer validation (oauth2_validators)."""
+        return not self.disabled
+
+    def clean(self) -> None:
+        """DOT's checks, then the redirect URI policy (checklist AS2): loopback, or allowlisted."""
+        errors: dict[str, list[ValidationError]] = {}
+        try:
+            super().clean()
+        except ValidationError as exc:
+            errors = {k: list(v) for k, v in exc.error_dict.items()} if hasattr(exc, "error_dict") else {}
+            if not errors:
+                raise
+        for uri in self.redirect_uris.split():
+            problem = redirect_uri_problem(uri)
+            if problem:
+                errors.setdefault("redirect_uris", []).append(ValidationError(problem))
+        if not self.token_endpoint_auth_method:
+            public = self.client_type == self.CLIENT_PUBLIC
+            self.token_endpoint_auth_method = self.AuthMethod.NONE if public else self.AuthMethod.SECRET_BASIC
+        if self.client_type == self.CLIENT_PUBLIC and self.token_endpoint_auth_method != self.AuthMethod.NONE:
+            errors.setdefault("token_endpoint_auth_method", []).append(
+                ValidationError("A public client authenticates with 'none'.")
+            )
+        if self.client_type == self.CLIENT_CONFIDENTIAL and self.token_endpoint_auth_method == self.AuthMethod.NONE:
+            errors.setdefault("token_endpoint_auth_method", []).append(
+                ValidationError("A confidential client authenticates with a secret.")
+            )
+        if errors:
+            raise ValidationError(errors)
+
+    @property
+    def is_loopback_only(self) -> bool:
+        from .redirects import is_loopback_uri
+
+        uris = self.redirect_uris.split()
+        return bool(uris) and all(is_loopback_uri(u) for u in uris)
+
+
+class RedirectAllowlistEntry(models.Model):
+    """An operator-approved non-loopback redirect URI (exact) or URI prefix (ends with ``/``)."""
+
+    class Match(models.TextChoices):
+        EXACT = "exact", "exactly this URI"
+        PREFIX = "prefix", "any URI starting with this"
+
+    uri = models.CharField(max_length=255, unique=True)
+    match = models.CharField(max_length=8, choices=Match.choices, default=Match.EXACT)
+    note = models.CharField(max_length=255, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "redirect URI allowlist entry"
+        verbose_name_plural = "redirect URI allowlist"
+        ordering = ["uri"]
+
+    def __str__(self) -> str:
+        return self.uri + ("*" if self.match == self.Match.PREFIX else "")
+
+    def clean(self) -> None:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.uri)
+        if parts.scheme == "http":
+            raise ValidationError({"uri": "http redirect URIs are only allowed on loopback, which needs no entry."})
+        if not parts.scheme or not (parts.netloc or parts.path):
+            raise ValidationError({"uri": "Enter an absolute URI (https://… or an app scheme such as cursor://…)."})
+        if "#" in self.uri:
+            raise ValidationError({"uri": "A redirect URI cannot have a fragment."})
+        if self.match == self.Match.PREFIX and not self.uri.endswith("/"):
+            raise ValidationError({"uri": "A prefix entry must end with '/' so it cannot match another host or path."})
+
+
+class Consent(models.Model):
+    """What a person approved for a client: a returning client asking no more is not asked again."""
+
+    user = models.ForeignKey("oauth_ext.User", on_delete=models.CASCADE, related_name="consents")
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="consents")
+    scopes = models.JSONField(default=list)
+    host = models.CharField(max_length=16, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "client"], name="one_consent_per_user_client")]
+
+    def __str__(self) -> str:
+        return f"{self.user} → {self.client}: {' '.join(self.scopes)}"
+
+    def covers(self, scopes: list[str]) -> bool:
+        return set(scopes) <= set(self.scopes)
+
+
+class AuditEvent(models.Model):
+    """One row per thing that happened; written only through ``services.audit_record``."""
+
+    class Kind(models.TextChoices):
+        SIGN_IN = "sign_in", "signed in"
+        SIGN_IN_REFUSED = "sign_in_refused", "sign-in refused"
+        REGISTER = "register", "client registered"
+        REGISTER_REFUSED = "register_refused", "registration refused"
+        CONSENT_SHOWN = "consent_shown", "consent page shown"
+        CONSENT_GIVEN = "consent_given", "consent given"
+        CONSENT_REFUSED = "consent_refused", "consent refused"
+        CONSENT_REMEMBERED = "consent_remembered", "consent remembered"
+        AUTHORIZE_ERROR = "authorize_error", "authorize error"
+        TOKEN_ISSUED = "token_issued", "token issued"
+        TOKEN_REFRESHED = "token_refreshed", "token refreshed"
+        TOKEN_ERROR = "token_error", "token request refused"
+        TOKEN_REVOKED = "token_revoked", "token revoked"
+        REFRESH_REUSE = "refresh_reuse", "refresh token reuse detected"
+        CLIENT_PURGED = "client_purged", "client purged"
+        CLIENT_CREATED = "client_created", "client created by operator"
+        TOOL_CALL = "tool_call", "tool called"
+
+    created = models.DateTimeField(default=timezone.now, db_index=True)
+    event = models.CharField(max_length=32, choices=Kind.choices)
+    user = models.ForeignKey("oauth_ext.User", null=True, blank=True, on_delete=models.SET_NULL)
+    client = models.ForeignKey(Client, null=True, blank=True, on_delete=models.SET_NULL)
+    # Kept as text too, so the trail still reads after a user or client is deleted.
+    email = models.CharField(max_length=255, blank=True)
+    client_label = models.CharField(max_length=255, blank=True)
+    host = models.CharField(max_length=16, blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+        indexes = [
+            models.Index(fields=["event", "created"]),
+            models.Index(fields=["client", "created"]),
+            models.Index(fields=["user", "created"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.created:%Y-%m-%d %H:%M:%S} {self.event} {self.email} {self.client_label}"

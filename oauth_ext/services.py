@@ -1,0 +1,281 @@
+"""Everything the authorization server changes: sign-in, registration, consent, audit, clean-up."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
+from django.db import transaction
+from django.db.models import Exists, OuterRef, Q
+from django.http import HttpRequest
+from django.utils import timezone
+from oauth2_provider.generators import generate_client_secret
+from oauth2_provider.models import (
+    get_access_token_model,
+    get_grant_model,
+    get_refresh_token_model,
+    set_token_value,
+)
+
+from .identity import ProxyIdentity, SignInRefused, email_domain_allowed
+from .models import AuditEvent, Client, Consent, User
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "audit_record",
+    "client_create",
+    "client_find_duplicate",
+    "client_mark_used",
+    "client_record_registration",
+    "client_registration_rate_exceeded",
+    "clients_purge_unused",
+    "consent_covers",
+    "consent_record",
+    "email_domain_allowed",
+    "registration_token_issue",
+    "user_sign_in_from_proxy",
+]
+
+
+# ---------------------------------------------------------------------------
+# Audit: the one writer.
+# ---------------------------------------------------------------------------
+def audit_record(
+    *,
+    event: str,
+    request: HttpRequest | None = None,
+    user: Any = None,
+    client: Client | None = None,
+    host: str = "",
+    detail: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Append one event. Never pass a token, code or secret in ``detail``."""
+    if user is None and request is not None:
+        user = getattr(request, "user", None)
+    if user is not None and not getattr(user, "is_authenticated", False):
+        user = None
+    if request is not None and not host:
+        host_obj = getattr(request, "mcpgate_host", None)
+        host = host_obj.name if host_obj else ""
+    ip = getattr(request, "mcpgate_client_ip", None) if request is not None else None
+    return AuditEvent.objects.create(
+        event=event,
+        user=user,
+        client=client,
+        email=(user.email or user.get_username()) if user is not None else "",
+        client_label=(client.name or client.client_id)[:255] if client is not None else "",
+        host=host,
+        ip=ip or None,
+        detail=detail or {},
+    )
+
+
+# ---------------------------------------------------------------------------
+# People
+# ---------------------------------------------------------------------------
+@transaction.atomic
+def user_sign_in_from_proxy(*, identity: ProxyIdentity, current: Any, request: HttpRequest) -> User:
+    """The user oauth2-proxy vouched for: created on first sign-in, groups kept current.
+
+    Raises SignInRefused for an address outside MCPGATE_EMAIL_DOMAINS or a disabled account.
+    """
+    if not email_domain_allowed(identity.email):
+        audit_record(event="sign_in_refused", request=request, user=AnonymousUser(), detail={"email": identity.email})
+        raise SignInRefused(f"{identity.email} is not in an email domain allowed here.")
+    host = request.mcpgate_host.name  # type: ignore[attr-defined]
+    if isinstance(current, User) and current.is_authenticated and current.username == identity.email:
+        user = current
+        new_session = False
+    else:
+        user, created = User.objects.get_or_create(username=identity.email, defaults={"email": identity.email})
+        if created:
+            logger.info("created user for %s on first sign-in", identity.email)
+        new_session = True
+    if not user.is_active:
+        audit_record(
+            event="sign_in_refused",
+            request=request,
+            user=AnonymousUser(),
+            detail={"email": identity.email, "reason": "disabled"},
+        )
+        raise SignInRefused(f"The account {identity.email} is disabled.")
+    changed = []
+    if user.proxy_groups != list(identity.groups):
+        user.proxy_groups = list(identity.groups)
+        changed.append("proxy_groups")
+    if user.proxy_subject != identity.subject:
+        user.proxy_subject = identity.subject
+        changed.append("proxy_subject")
+    if new_session and user.last_sign_in_host != host:
+        user.last_sign_in_host = host
+        changed.append("last_sign_in_host")
+    if changed:
+        user.save(update_fields=changed)
+    if new_session:
+        audit_record(event="sign_in", request=request, user=user, detail={"groups": list(identity.groups)})
+    return user
+
+
+# ---------------------------------------------------------------------------
+# Clients
+# ---------------------------------------------------------------------------
+def client_registration_rate_exceeded(*, ip: str | None) -> bool:
+    """More than MCPGATE_REGISTRATION_RATE_PER_MINUTE registrations from this address in 60 s.
+
+    Counted in the database, so the limit holds across workers and replicas.
+    """
+    if not ip:
+        return False
+    since = timezone.now() - timedelta(seconds=60)
+    recent = Client.objects.filter(registered_from=ip, created__gte=since).count()
+    return recent >= settings.MCPGATE_REGISTRATION_RATE_PER_MINUTE
+
+
+def client_find_duplicate(*, metadata: dict[str, Any], ip: str | None, host: str) -> Client | None:
+    """A recent public registration of the same client from the same address, to hand back.
+
+    Only public clients: a confidential client's secret is shown once and cannot be reissued.
+    """
+    if not ip or metadata.get("token_endpoint_auth_method", "client_secret_basic") != "none":
+        return None
+    since = timezone.now() - timedelta(seconds=settings.MCPGATE_REGISTRATION_DEDUPE_SECONDS)
+    redirect_uris = metadata.get("redirect_uris") or []
+    if not isinstance(redirect_uris, list) or not all(isinstance(u, str) for u in redirect_uris):
+        return None
+    return (
+        Client.objects.filter(
+            registration_source=Client.RegistrationSource.DCR,
+            client_type=Client.CLIENT_PUBLIC,
+            name=str(metadata.get("client_name", "")),
+            redirect_uris=" ".join(redirect_uris),
+            software_id=str(metadata.get("software_id", ""))[:255],
+            registered_from=ip,
+            registered_host=host,
+            disabled=False,
+            created__gte=since,
+        )
+        .order_by("-created")
+        .first()
+    )
+
+
+def client_record_registration(*, client_id: str, metadata: dict[str, Any], ip: str | None, host: str) -> Client:
+    """Note on a client DOT has just registered how it authenticates and where it came from."""
+    client = Client.objects.get(client_id=client_id)
+    client.token_endpoint_auth_method = metadata.get("token_endpoint_auth_method", "client_secret_basic")
+    client.software_id = str(metadata.get("software_id", ""))[:255]
+    client.software_version = str(metadata.get("software_version", ""))[:64]
+    client.registered_from = ip
+    client.registered_host = host
+    client.save(
+        update_fields=[
+            "token_endpoint_auth_method",
+            "software_id",
+            "software_version",
+            "registered_from",
+            "registered_host",
+        ]
+    )
+    return client
+
+
+def registration_token_issue(*, client: Client) -> str:
+    """A fresh RFC 7592 registration access token for ``client``; earlier ones stop working.
+
+    The same kind of token DOT's registration view issues (scope DCR_REGISTRATION_SCOPE,
+    stored hashed), used when a duplicate registration hands an existing client back.
+    """
+    from oauth2_provider.settings import oauth2_settings
+
+    access_token_model = get_access_token_model()
+    scope = oauth2_settings.DCR_REGISTRATION_SCOPE
+    raw = generate_client_secret()
+    seconds = oauth2_settings.DCR_REGISTRATION_TOKEN_EXPIRE_SECONDS
+    expires = timezone.now() + timedelta(seconds=seconds) if seconds else datetime(9999, 12, 31, tzinfo=UTC)
+    with transaction.atomic():
+        access_token_model.objects.filter(application=client, scope=scope).delete()
+        token = access_token_model(application=client, user=None, expires=expires, scope=scope)
+        set_token_value(token, raw)
+        token.save()
+    return raw
+
+
+@transaction.atomic
+def client_create(
+    *, name: str, redirect_uris: list[str], confidential: bool, auth_method: str | None = None
+) -> tuple[Client, str | None]:
+    """An operator-made client. Returns it and, for a confidential one, the secret (shown once)."""
+    secret = generate_client_secret() if confidential else ""
+    if auth_method is None:
+        auth_method = Client.AuthMethod.SECRET_BASIC if confidential else Client.AuthMethod.NONE
+    client = Client(
+        name=name,
+        redirect_uris=" ".join(redirect_uris),
+        client_type=Client.CLIENT_CONFIDENTIAL if confidential else Client.CLIENT_PUBLIC,
+        authorization_grant_type=Client.GRANT_AUTHORIZATION_CODE,
+        client_secret=secret,
+        token_endpoint_auth_method=auth_method,
+        registration_source=Client.RegistrationSource.MANUAL,
+    )
+    client.full_clean()
+    client.save()  # DOT hashes the secret on save
+    audit_record(event="client_created", client=client, detail={"confidential": confidential})
+    return client, (secret or None)
+
+
+def client_mark_used(*, client: Client | None) -> None:
+    if client is not None:
+        Client.objects.filter(pk=client.pk).update(last_used_at=timezone.now())
+
+
+def clients_purge_unused(*, older_than: timedelta) -> int:
+    """Delete self-registered clients that never got a token and are older than ``older_than``.
+
+    claude.ai registers on every fresh connection, so abandoned registrations pile up. A
+    client with a live authorization code is left alone (a sign-in may be under way).
+    """
+    cutoff = timezone.now() - older_than
+    access_tokens = (
+        get_access_token_model().objects.filter(application=OuterRef("pk")).exclude(scope=_registration_scope())
+    )
+    refresh_tokens = get_refresh_token_model().objects.filter(application=OuterRef("pk"))
+    grants = get_grant_model().objects.filter(application=OuterRef("pk"))
+    stale = Client.objects.filter(
+        ~Q(registration_source=Client.RegistrationSource.MANUAL),
+        created__lt=cutoff,
+        last_used_at__isnull=True,
+    ).filter(~Exists(access_tokens), ~Exists(refresh_tokens), ~Exists(grants))
+    purged = 0
+    for client in stale.iterator():
+        audit_record(event="client_purged", client=None, detail={"client_id": client.client_id, "name": client.name})
+        client.delete()
+        purged += 1
+    return purged
+
+
+def _registration_scope() -> str:
+    from oauth2_provider.settings import oauth2_settings
+
+    return str(oauth2_settings.DCR_REGISTRATION_SCOPE)
+
+
+# ---------------------------------------------------------------------------
+# Consent
+# ---------------------------------------------------------------------------
+def consent_covers(*, user: Any, client: Client, scopes: list[str]) -> bool:
+    consent = Consent.objects.filter(user=user, client=client).first()
+    return consent is not None and consent.covers(scopes)
+
+
+@transaction.atomic
+def consent_record(*, user: User, client: Client, scopes: list[str], host: str) -> Consent:
+    """Remember an approval; scopes accumulate, so asking for fewer later does not ask again."""
+    consent, _ = Consent.objects.select_for_update().get_or_create(user=user, client=client)
+    consent.scopes = sorted(set(consent.scopes) | set(scopes))
+    consent.host = host
+    consent.save()
+    return consent

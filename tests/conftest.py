@@ -1,0 +1,175 @@
+"""Shared fixtures: personas, the two hosts, and an OAuth flow driven through real HTTP requests.
+
+Personas: Alice (alice@example.com, group "eng") signs in through oauth2-proxy; Bob
+(bob@example.com) is another person of the same organisation; Mallory (mallory@evil.test) is
+outside the allowed email domain. Requests "from oauth2-proxy" come from PROXY_ADDR.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import pytest
+from django.test import Client as HttpClient
+
+from oauth_ext.models import Client
+
+PROXY_ADDR = "10.9.9.9"
+PUBLIC = "mcp.example.com"
+INTERNAL = "127.0.0.1:8000"
+PUBLIC_BASE = "https://mcp.example.com"
+INTERNAL_BASE = "http://127.0.0.1:8000"
+LOOPBACK_REDIRECT = "http://127.0.0.1:33418/callback"
+
+
+def proxy_headers(email: str, groups: str = "", user: str = "") -> dict[str, str]:
+    """What oauth2-proxy adds to a signed-in person's request."""
+    headers = {"REMOTE_ADDR": PROXY_ADDR, "HTTP_X_FORWARDED_EMAIL": email}
+    if groups:
+        headers["HTTP_X_FORWARDED_GROUPS"] = groups
+    if user:
+        headers["HTTP_X_FORWARDED_USER"] = user
+    return headers
+
+
+class _HiddenInputs(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: dict[str, str] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "input" and a.get("type") == "hidden" and a.get("name"):
+            self.values[a["name"] or ""] = a.get("value") or ""
+
+
+def hidden_inputs(html: str) -> dict[str, str]:
+    """The hidden fields of a page's form, as a browser would submit them."""
+    parser = _HiddenInputs()
+    parser.feed(html)
+    return parser.values
+
+
+@dataclass
+class PKCE:
+    verifier: str
+    challenge: str
+
+    @classmethod
+    def make(cls) -> PKCE:
+        verifier = secrets.token_urlsafe(48)
+        digest = hashlib.sha256(verifier.encode()).digest()
+        return cls(verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode())
+
+
+@pytest.fixture
+def http() -> HttpClient:
+    """A Django test client that enforces CSRF like a browser-facing deployment."""
+    return HttpClient(enforce_csrf_checks=True)
+
+
+@pytest.fixture
+def public_client(db: Any) -> Client:
+    """A self-registered public client with a loopback redirect (Claude Code / mcp-remote)."""
+    return Client.objects.create(
+        name="Claude Code",
+        client_type=Client.CLIENT_PUBLIC,
+        authorization_grant_type=Client.GRANT_AUTHORIZATION_CODE,
+        redirect_uris=LOOPBACK_REDIRECT,
+        token_endpoint_auth_method="none",
+        registration_source=Client.RegistrationSource.DCR,
+        client_secret="",
+    )
+
+
+@pytest.fixture
+def confidential_client(db: Any) -> tuple[Client, str]:
+    """An operator-made confidential client (Gemini Enterprise) and its one-time secret."""
+    from oauth_ext.services import client_create
+
+    return client_create(  # type: ignore[return-value]
+        name="Gemini Enterprise",
+        redirect_uris=["https://vertexaisearch.cloud.google.com/oauth-redirect"],
+        confidential=True,
+    )
+
+
+def authorize_params(client_id: str, pkce: PKCE, redirect_uri: str = LOOPBACK_REDIRECT, **extra: str) -> dict[str, str]:
+    return {
+        "response_type": "code",
+        "client_id": client_id,
+        "redirect_uri": redirect_uri,
+        "code_challenge": pkce.challenge,
+        "code_challenge_method": "S256",
+        "state": "st-" + secrets.token_hex(4),
+        "scope": "mcp",
+        **extra,
+    }
+
+
+class Flow:
+    """Drive /oauth/authorize → consent → /oauth/token through the test client, as a browser and a client would."""
+
+    def __init__(self, http: HttpClient, host: str = PUBLIC) -> None:
+        self.http = http
+        self.host = host
+        self.base = PUBLIC_BASE if host == PUBLIC else INTERNAL_BASE
+
+    def authorize(self, params: dict[str, str], email: str = "alice@example.com", groups: str = "eng") -> Any:
+        return self.http.get(
+            "/oauth/authorize?" + urlencode(params), HTTP_HOST=self.host, **proxy_headers(email, groups)
+        )
+
+    def consent(self, page: Any, email: str = "alice@example.com", allow: bool = True) -> Any:
+        data = hidden_inputs(page.content.decode())
+        data["allow" if allow else "cancel"] = "Authorize" if allow else "Cancel"
+        return self.http.post(
+            "/oauth/authorize?" + urlencode(page.wsgi_request.GET),
+            data,
+            HTTP_HOST=self.host,
+            HTTP_ORIGIN=self.base,
+            **proxy_headers(email),
+        )
+
+    def code_from(self, response: Any) -> dict[str, str]:
+        assert response.status_code == 302, response.content
+        query = parse_qs(urlsplit(response["Location"]).query)
+        return {k: v[0] for k, v in query.items()}
+
+    def token(self, data: dict[str, str], **headers: str) -> Any:
+        return self.http.post("/oauth/token", data, HTTP_HOST=self.host, **headers)
+
+    def get_tokens(
+        self, client_id: str, *, email: str = "alice@example.com", resource: str | None = None, **extra: str
+    ) -> dict[str, Any]:
+        pkce = PKCE.make()
+        params = authorize_params(client_id, pkce, **extra)
+        if resource:
+            params["resource"] = resource
+        page = self.authorize(params, email=email)
+        if page.status_code == 200:
+            page = self.consent(page, email=email)
+        code = self.code_from(page)["code"]
+        data = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": params["redirect_uri"],
+            "client_id": client_id,
+            "code_verifier": pkce.verifier,
+        }
+        if resource:
+            data["resource"] = resource
+        response = self.token(data)
+        assert response.status_code == 200, response.content
+        return dict(response.json())
+
+
+@pytest.fixture
+def flow(http: HttpClient) -> Flow:
+    return Flow(http)
