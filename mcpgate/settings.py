@@ -90,9 +90,13 @@ def envbaseurl(name: str) -> str:
 
 def envdatabase(url: str) -> dict[str, object]:
     if not url:
+        name = envstr("MCPGATE_SQLITE_PATH", str(BASE_DIR / "db.sqlite3"))
         return {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": envstr("MCPGATE_SQLITE_PATH", str(BASE_DIR / "db.sqlite3")),
+            "NAME": name,
+            # A file, not Django's in-memory default, so a gunicorn started by a test sees its data.
+            "TEST": {"NAME": name + "-test"},
+            "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20, "init_command": "PRAGMA journal_mode=WAL;"},
         }
     parts = urlsplit(url)
     if parts.scheme not in ("postgres", "postgresql"):
