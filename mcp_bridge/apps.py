@@ -9,3 +9,9 @@ class MCPBridgeConfig(AppConfig):
     name = "mcp_bridge"
     verbose_name = "MCP bridge"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Like admin.py: every installed app's mcp_tools module declares its tools.
+        from django.utils.module_loading import autodiscover_modules
+
+        autodiscover_modules("mcp_tools")

@@ -96,7 +96,8 @@ def envdatabase(url: str) -> dict[str, object]:
             "NAME": name,
             # A file, not Django's in-memory default, so a gunicorn started by a test sees its data.
             "TEST": {"NAME": name + "-test"},
-            "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20, "init_command": "PRAGMA journal_mode=WAL;"},
+            "CONN_MAX_AGE": envint("MCPGATE_DB_CONN_MAX_AGE", "60"),
+            "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"},
         }
     parts = urlsplit(url)
     if parts.scheme not in ("postgres", "postgresql"):
@@ -149,6 +150,10 @@ if MCPGATE_TRUSTED_PROXIES and not MCPGATE_EMAIL_DOMAINS:
 MCPGATE_EMAIL_HEADER = envstr("MCPGATE_EMAIL_HEADER", "X-Forwarded-Email")
 MCPGATE_USER_HEADER = envstr("MCPGATE_USER_HEADER", "X-Forwarded-User")
 MCPGATE_GROUPS_HEADER = envstr("MCPGATE_GROUPS_HEADER", "X-Forwarded-Groups")
+
+MCPGATE_VERSION = "0.1.0"
+# Browser origins allowed to call /mcp besides the configured hosts (e.g. http://localhost:6274 for MCP Inspector).
+MCPGATE_ALLOWED_ORIGINS = envlist("MCPGATE_ALLOWED_ORIGINS")
 
 # OAuth policy
 MCPGATE_SCOPES = {"mcp": "Use the organisation's MCP tools as you"}
@@ -254,6 +259,13 @@ X_FRAME_OPTIONS = "DENY"
 SILENCED_SYSTEM_CHECKS = [
     # TLS terminates at oauth2-proxy / the load balancer, which redirects http to https.
     "security.W008",
+    # HSTS is sent for this service's own hosts. includeSubDomains and preload would bind
+    # every sibling of the parent domain too: that is the parent domain owner's decision.
+    "security.W005",
+    "security.W021",
+    # DOT sees only the scheme list, and "http" is needed for native apps' loopback
+    # callbacks (RFC 8252 §7.3). oauth_ext.redirects refuses http anywhere but loopback.
+    "oauth2_provider.E003",
 ]
 
 # ---------------------------------------------------------------------------
@@ -313,7 +325,8 @@ REST_FRAMEWORK = {
 }
 
 # ---------------------------------------------------------------------------
-# Logging: to stderr; tokens and secrets are never logged (see oauth_ext.logging).
+# Logging: to stderr. Tokens, codes and secrets are never logged: the libraries that log
+# request URLs or bodies at DEBUG are held at a higher level whatever MCPGATE_LOG_LEVEL says.
 # ---------------------------------------------------------------------------
 LOGGING = {
     "version": 1,
@@ -324,6 +337,10 @@ LOGGING = {
     "loggers": {
         # oauthlib logs request bodies (codes, secrets) at DEBUG; never let that through.
         "oauthlib": {"level": "WARNING"},
+        # DOT logs the authorization response URL, code included, at DEBUG.
+        "oauth2_provider": {"level": "INFO"},
         "django.db.backends": {"level": "WARNING"},
+        # The SDK logs every stateless exchange at INFO ("Terminating session: None").
+        "mcp.server.streamable_http": {"level": "WARNING"},
     },
 }

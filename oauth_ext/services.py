@@ -30,6 +30,7 @@ __all__ = [
     "client_create",
     "client_find_duplicate",
     "client_mark_used",
+    "client_record_metadata_document",
     "client_record_registration",
     "client_registration_rate_exceeded",
     "clients_purge_unused",
@@ -51,6 +52,7 @@ def audit_record(
     user: Any = None,
     client: Client | None = None,
     host: str = "",
+    ip: str | None = None,
     detail: dict[str, Any] | None = None,
 ) -> AuditEvent:
     """Append one event. Never pass a token, code or secret in ``detail``."""
@@ -61,7 +63,8 @@ def audit_record(
     if request is not None and not host:
         host_obj = getattr(request, "mcpgate_host", None)
         host = host_obj.name if host_obj else ""
-    ip = getattr(request, "mcpgate_client_ip", None) if request is not None else None
+    if ip is None and request is not None:
+        ip = getattr(request, "mcpgate_client_ip", None)
     return AuditEvent.objects.create(
         event=event,
         user=user,
@@ -181,6 +184,18 @@ def client_record_registration(*, client_id: str, metadata: dict[str, Any], ip: 
         ]
     )
     return client
+
+
+def client_record_metadata_document(*, client: Client, ip: str | None, host: str, request: HttpRequest) -> None:
+    """Note where a client first seen through its metadata document (CIMD) came from.
+
+    DOT creates the client while resolving its URL-shaped client_id, out of reach of the
+    request; this fills in the address and host once, at the first authorization request.
+    """
+    updated = Client.objects.filter(pk=client.pk, registered_host="").update(registered_from=ip, registered_host=host)
+    if updated:
+        client.registered_from, client.registered_host = ip, host
+        audit_record(event="register", request=request, client=client, detail={"source": "cimd"})
 
 
 def registration_token_issue(*, client: Client) -> str:
