@@ -25,7 +25,7 @@ venv: $(VENV)/.installed
 run: venv .env
 	set -a; source .env; set +a; \
 	$(PY) manage.py migrate --noinput && \
-	exec $(VENV)/bin/gunicorn -c deploy/gunicorn.conf.py --bind $(BIND) mcpgate.asgi:application
+	exec $(VENV)/bin/gunicorn -c deploy/gunicorn.conf.py -k uvicorn_worker.UvicornWorker --bind $(BIND) mcpgate.asgi:application
 
 test: venv lint typecheck test-sqlite test-postgres
 
