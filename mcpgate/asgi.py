@@ -8,6 +8,7 @@ it does not need (admission runs the relevant middleware itself, see mcp_bridge.
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from django.core.asgi import get_asgi_application
@@ -20,28 +21,35 @@ from mcp_bridge.endpoint import MCPEndpoint  # noqa: E402  (needs Django set up)
 
 MCP_PATH = "/mcp"
 
-mcp_endpoint = MCPEndpoint()
+ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 
 
-async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    if scope["type"] == "http" and scope["path"] == MCP_PATH:
-        await mcp_endpoint(scope, receive, send)
-    elif scope["type"] == "lifespan":
-        await _lifespan(receive, send)
-    else:
-        await django_application(scope, receive, send)
+class Application:
+    """The site: Django for everything but /mcp; the MCP endpoint's task group lives in the lifespan."""
+
+    def __init__(self) -> None:
+        self.mcp_endpoint = MCPEndpoint()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == MCP_PATH:
+            await self.mcp_endpoint(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        else:
+            await django_application(scope, receive, send)
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        message = await receive()
+        if message["type"] != "lifespan.startup":
+            return
+        try:
+            async with self.mcp_endpoint.lifespan():
+                await send({"type": "lifespan.startup.complete"})
+                await receive()  # lifespan.shutdown
+        except Exception as exc:  # a failed start must stop the worker, visibly
+            await send({"type": "lifespan.startup.failed", "message": str(exc)})
+            raise
+        await send({"type": "lifespan.shutdown.complete"})
 
 
-async def _lifespan(receive: Any, send: Any) -> None:
-    """Keep the MCP session manager running for the worker's lifetime."""
-    message = await receive()
-    if message["type"] != "lifespan.startup":
-        return
-    try:
-        async with mcp_endpoint.lifespan():
-            await send({"type": "lifespan.startup.complete"})
-            message = await receive()
-    except Exception as exc:  # a failed start must stop the worker, visibly
-        await send({"type": "lifespan.startup.failed", "message": str(exc)})
-        raise
-    await send({"type": "lifespan.shutdown.complete"})
+application = Application()
