@@ -179,6 +179,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "oauth_ext",
     "mcp_bridge",
+    "notes",  # example tools; remove from a deployment that does not want them
 ]
 
 MIDDLEWARE = [
