@@ -33,6 +33,18 @@ def host_of(request: OAuthlibRequest) -> Host:
 class MCPGateValidator(OAuth2Validator):
     """Policy on top of DOT: every token is bound to this host's /mcp, refresh has a grace window."""
 
+    # -- RFC 6749 §4.1.3: the code is bound to the redirect URI presented -----------
+    def get_default_redirect_uri(self, client_id: str, request: OAuthlibRequest, *args: Any, **kwargs: Any) -> None:
+        """No default: ``redirect_uri`` is required at /oauth/authorize and at /oauth/token.
+
+        oauthlib substitutes the client's first registered URI when the parameter is
+        omitted, so a token request without ``redirect_uri`` would pass whenever the
+        authorization request used that URI, although RFC 6749 §4.1.3 requires it to be
+        repeated. Loopback clients vary the port (RFC 8252 §7.3), so a default would be
+        wrong for them anyway. oauthlib answers a missing value with ``invalid_request``.
+        """
+        return None
+
     # -- RFC 8707: audience binding -------------------------------------------------
     def _bind_resource(self, request: OAuthlibRequest) -> None:
         """RFC 8707 §2: the only resource here is this host's /mcp; no resource means that one too.

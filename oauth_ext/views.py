@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
 from django.utils.decorators import method_decorator
@@ -39,6 +41,46 @@ def oauth_error(error: str, description: str, status: int = 400, **headers: str)
     for name, value in headers.items():
         response[name.replace("_", "-")] = value
     return response
+
+
+# RFC 6749 §5.2 and RFC 7009 §2.2.1 codes that oauthlib sends without a description.
+ERROR_DESCRIPTIONS = {
+    "invalid_request": "The request is missing a parameter or is otherwise malformed.",
+    "invalid_client": "Client authentication failed.",
+    "invalid_grant": "The code or refresh token is invalid, expired, revoked, or was issued to another client.",
+    "unauthorized_client": "This client may not use this grant type.",
+    "unsupported_grant_type": "This server supports authorization_code and refresh_token.",
+    "invalid_scope": "The requested scope is invalid or exceeds what was granted.",
+    "unsupported_token_type": "This server cannot revoke that type of token.",
+}
+
+
+def with_error_description(response: HttpResponse) -> HttpResponse:
+    """Give a JSON error from DOT's token or revocation core our shape: error, error_description, no-store.
+
+    An error raised while the token is being saved (RFC 8707 ``invalid_target``) reaches DOT
+    without oauthlib's headers, so the content type is set here too.
+    """
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        return response
+    if not isinstance(body, dict) or not body.get("error"):
+        return response
+    if not body.get("error_description"):
+        body["error_description"] = ERROR_DESCRIPTIONS.get(body["error"], "The request was refused.")
+        response.content = json.dumps(body).encode()
+    response["Content-Type"] = "application/json"
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def with_iss(uri: str, issuer: str) -> str:
+    """``uri`` with exactly one RFC 9207 ``iss`` query parameter, ``issuer``."""
+    parts = urlsplit(uri)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "iss"]
+    query.append(("iss", issuer))
+    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 # ---------------------------------------------------------------------------
@@ -76,20 +118,25 @@ class AuthorizeView(AuthorizationView):
             )
             return self.error_response(error, application=None)
         client = Client.objects.get(client_id=credentials["client_id"])
+        if client.registration_source == Client.RegistrationSource.CIMD and not client.registered_host:
+            services.client_record_metadata_document(
+                client=client, ip=getattr(request, "mcpgate_client_ip", None), host=host.name, request=request
+            )
+        if credentials.get("code_challenge_method") != "S256":
+            # RFC 9700 §2.1.1: S256 only. oauthlib takes a missing method to mean "plain"
+            # (RFC 7636 §4.3) and DOT refuses plain only once the code is minted, i.e.
+            # after the person has been asked; refuse before the consent page instead.
+            return self._refuse(
+                client, credentials, "invalid_request", 'Unsupported code_challenge_method; use "S256".'
+            )
         for value in request.GET.getlist("resource"):
             if canonical_resource(value) != host.resource:
-                services.audit_record(
-                    event="authorize_error", request=request, client=client, detail={"error": "invalid_target"}
+                return self._refuse(
+                    client,
+                    credentials,
+                    "invalid_target",
+                    f"Unknown resource; this server issues tokens for {host.resource} only.",
                 )
-                target_error = OAuthToolkitError(
-                    error=CustomOAuth2Error(
-                        error="invalid_target",
-                        description=f"Unknown resource; this server issues tokens for {host.resource} only.",
-                        state=credentials.get("state"),
-                    ),
-                    redirect_uri=credentials["redirect_uri"],
-                )
-                return self.error_response(target_error, client)
         prompt = set(request.GET.get("prompt", "").split())
         if not prompt & {"consent", "login"} and services.consent_covers(
             user=request.user, client=client, scopes=list(scopes)
@@ -107,6 +154,23 @@ class AuthorizeView(AuthorizationView):
             return self.redirect(uri, client)
         services.audit_record(event="consent_shown", request=request, client=client, detail={"scope": " ".join(scopes)})
         return super().get(request, *args, **kwargs)
+
+    def _refuse(self, client: Client, credentials: dict[str, Any], error: str, description: str) -> HttpResponse:
+        """An error response to the client's validated redirect URI, echoing ``state`` (RFC 6749 §4.1.2.1)."""
+        services.audit_record(event="authorize_error", request=self.request, client=client, detail={"error": error})
+        refusal = OAuthToolkitError(
+            error=CustomOAuth2Error(error=error, description=description, state=credentials.get("state")),
+            redirect_uri=credentials["redirect_uri"],
+        )
+        return self.error_response(refusal, client)
+
+    def redirect(self, redirect_to: str, application: Any) -> HttpResponse:
+        """RFC 9207 §2: every authorization response carries ``iss``, error responses included.
+
+        DOT adds it to successful responses only; a client that checks ``iss`` (as RFC 9207
+        §2.4 asks once metadata advertises it) would otherwise discard ``access_denied``.
+        """
+        return super().redirect(with_iss(redirect_to, host_for_request(self.request).issuer), application)
 
     def form_valid(self, form: Any) -> HttpResponse:
         response = super().form_valid(form)
@@ -175,7 +239,7 @@ class TokenEndpointView(TokenView):
                 "unsupported_grant_type", "This server supports authorization_code and refresh_token."
             )
         else:
-            response = super().post(request, *args, **kwargs)
+            response = with_error_description(super().post(request, *args, **kwargs))
         if response.status_code != 200:
             try:
                 error = json.loads(response.content).get("error", "")
@@ -195,7 +259,7 @@ class RevokeEndpointView(RevokeTokenView):
     """RFC 7009 revocation; the token value itself is never recorded."""
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        response = super().post(request, *args, **kwargs)
+        response = with_error_description(super().post(request, *args, **kwargs))
         if response.status_code == 200:
             client_id = _client_id_of(request)
             services.audit_record(
@@ -210,6 +274,30 @@ class RevokeEndpointView(RevokeTokenView):
 # ---------------------------------------------------------------------------
 # /oauth/register (RFC 7591)
 # ---------------------------------------------------------------------------
+SUPPORTED_GRANT_TYPES = ("authorization_code", "refresh_token")
+
+
+def unsupported_flow_problem(metadata: dict[str, Any]) -> str | None:
+    """Why the grant and response types asked for cannot be had here (checklist AS1), or None.
+
+    RFC 7591 §2 defaults are ``["authorization_code"]`` and ``["code"]``. DOT would register
+    an implicit, password or client_credentials client that this server then never serves.
+    """
+    grant_types = metadata.get("grant_types", ["authorization_code"])
+    if _strings(grant_types) and not set(grant_types) <= set(SUPPORTED_GRANT_TYPES):
+        return "This server supports only the authorization_code and refresh_token grant types."
+    response_types = metadata.get("response_types", ["code"])
+    if not _strings(response_types):
+        return "response_types must be an array of strings."
+    if not set(response_types) <= {"code"}:
+        return "This server supports only the code response type."
+    return None  # malformed grant_types are DOT's to report
+
+
+def _strings(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
 class RegisterView(DynamicClientRegistrationView):
     """RFC 7591 registration, open to anonymous MCP clients but bounded (checklist AS6).
 
@@ -220,6 +308,12 @@ class RegisterView(DynamicClientRegistrationView):
     """
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        response = self._register(request, *args, **kwargs)
+        # RFC 7591 §3.2: the response carries a client secret and a registration token.
+        response["Cache-Control"] = "no-store"
+        return response
+
+    def _register(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         host = host_for_request(request)
         ip = getattr(request, "mcpgate_client_ip", None)
         if services.client_registration_rate_exceeded(ip=ip):
@@ -245,6 +339,12 @@ class RegisterView(DynamicClientRegistrationView):
                         event="register_refused", request=request, detail={"error": "invalid_redirect_uri"}
                     )
                     return oauth_error("invalid_redirect_uri", problem)
+        problem = unsupported_flow_problem(metadata)
+        if problem:
+            services.audit_record(
+                event="register_refused", request=request, detail={"error": "invalid_client_metadata"}
+            )
+            return oauth_error("invalid_client_metadata", problem)
         duplicate = services.client_find_duplicate(metadata=metadata, ip=ip, host=host.name)
         if duplicate is not None:
             token = services.registration_token_issue(client=duplicate)
@@ -268,6 +368,9 @@ class RegisterView(DynamicClientRegistrationView):
             detail={"auth_method": client.token_endpoint_auth_method, "software_id": client.software_id},
         )
         body = self._describe(request, client, issued["registration_access_token"], secret=issued.get("client_secret"))
+        # Registrations that never lead to a grant pile up (claude.ai registers on every
+        # fresh connection); registering is what adds them, so it is also what sweeps them.
+        services.clients_purge_unused(older_than=timedelta(hours=settings.MCPGATE_UNUSED_CLIENT_PURGE_HOURS))
         return JsonResponse(body, status=201)
 
     def _describe(self, request: HttpRequest, client: Client, token: str, *, secret: str | None) -> dict[str, Any]:
