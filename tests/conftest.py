@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import pytest
+from django.conf import settings
 from django.test import Client as HttpClient
+from django.test import override_settings
 
 from oauth_ext.models import Client
 
@@ -26,6 +31,15 @@ INTERNAL = "127.0.0.1:8000"
 PUBLIC_BASE = "https://mcp.example.com"
 INTERNAL_BASE = "http://127.0.0.1:8000"
 LOOPBACK_REDIRECT = "http://127.0.0.1:33418/callback"
+PUBLIC_RESOURCE = PUBLIC_BASE + "/mcp"
+INTERNAL_RESOURCE = INTERNAL_BASE + "/mcp"
+CLAUDE_CALLBACK = "https://claude.ai/api/mcp/auth_callback"
+GEMINI_CALLBACK = "https://vertexaisearch.cloud.google.com/oauth-redirect"
+ALICE = "alice@example.com"
+BOB = "bob@example.com"
+MALLORY = "mallory@evil.test"
+# An address on the internet that registers clients directly (no proxy in between).
+CLIENT_ADDR = "203.0.113.7"
 
 
 def proxy_headers(email: str, groups: str = "", user: str = "") -> dict[str, str]:
@@ -47,6 +61,46 @@ class _HiddenInputs(HTMLParser):
         a = dict(attrs)
         if tag == "input" and a.get("type") == "hidden" and a.get("name"):
             self.values[a["name"] or ""] = a.get("value") or ""
+
+
+@contextmanager
+def dot_settings(**changes: Any) -> Iterator[None]:
+    """Override keys of OAUTH2_PROVIDER for the duration, everywhere DOT reads them.
+
+    DOT reloads its settings on ``setting_changed``, but each view class keeps the oauthlib
+    server it built from them (token lifetimes, for one): drop those on the way in and out.
+    """
+    from oauth_ext import views
+
+    def forget_servers() -> None:
+        for view in (views.AuthorizeView, views.TokenEndpointView, views.RevokeEndpointView):
+            if "_oauthlib_core" in vars(view):
+                delattr(view, "_oauthlib_core")
+
+    forget_servers()
+    try:
+        with override_settings(OAUTH2_PROVIDER={**settings.OAUTH2_PROVIDER, **changes}):
+            yield
+            forget_servers()
+    finally:
+        forget_servers()
+
+
+def oauth_error(error: str, description: str) -> dict[str, str]:
+    """The RFC 6749 §5.2 error body this server sends."""
+    return {"error": error, "error_description": description}
+
+
+def basic_auth(client_id: str, secret: str) -> str:
+    """An RFC 6749 §2.3.1 Authorization header value (form-urlencoded id and secret)."""
+    pair = f"{quote(client_id, safe='')}:{quote(secret, safe='')}"
+    return "Basic " + base64.b64encode(pair.encode()).decode()
+
+
+def register(http: HttpClient, metadata: dict[str, Any] | str, *, host: str = PUBLIC, ip: str = CLIENT_ADDR) -> Any:
+    """POST an RFC 7591 registration request as a client at ``ip`` would."""
+    body = metadata if isinstance(metadata, str) else json.dumps(metadata)
+    return http.post("/oauth/register", body, content_type="application/json", HTTP_HOST=host, REMOTE_ADDR=ip)
 
 
 def hidden_inputs(html: str) -> dict[str, str]:
@@ -145,6 +199,37 @@ class Flow:
     def token(self, data: dict[str, str], **headers: str) -> Any:
         return self.http.post("/oauth/token", data, HTTP_HOST=self.host, **headers)
 
+    def authorize_code(
+        self, client_id: str, *, email: str = ALICE, redirect_uri: str = LOOPBACK_REDIRECT, **extra: str
+    ) -> tuple[dict[str, str], PKCE, dict[str, str]]:
+        """Authorize (consenting if asked): the redirect's query, the PKCE pair and the request's parameters."""
+        pkce = PKCE.make()
+        params = authorize_params(client_id, pkce, redirect_uri=redirect_uri, **extra)
+        page = self.authorize(params, email=email)
+        if page.status_code == 200:
+            page = self.consent(page, email=email)
+        return self.code_from(page), pkce, params
+
+    def exchange(
+        self, client_id: str, code: str, pkce: PKCE, *, redirect_uri: str = LOOPBACK_REDIRECT, **extra: str
+    ) -> Any:
+        """The RFC 6749 §4.1.3 token request for ``code`` (a public client's)."""
+        data = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect_uri,
+            "client_id": client_id,
+            "code_verifier": pkce.verifier,
+            **extra,
+        }
+        return self.token(data)
+
+    def refresh(self, client_id: str, refresh_token: str, **extra: str) -> Any:
+        """The RFC 6749 §6 refresh request (a public client's)."""
+        return self.token(
+            {"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": client_id, **extra}
+        )
+
     def get_tokens(
         self, client_id: str, *, email: str = "alice@example.com", resource: str | None = None, **extra: str
     ) -> dict[str, Any]:
@@ -173,3 +258,31 @@ class Flow:
 @pytest.fixture
 def flow(http: HttpClient) -> Flow:
     return Flow(http)
+
+
+@pytest.fixture
+def internal_flow(http: HttpClient) -> Flow:
+    """The same flow on the internal (VPN) host."""
+    return Flow(http, INTERNAL)
+
+
+@pytest.fixture
+def make_client(db: Any) -> Callable[..., Client]:
+    """A factory for self-registered public clients with the given redirect URIs."""
+
+    def make(*redirect_uris: str, name: str = "Test client", **fields: Any) -> Client:
+        client = Client(
+            name=name,
+            client_type=Client.CLIENT_PUBLIC,
+            authorization_grant_type=Client.GRANT_AUTHORIZATION_CODE,
+            redirect_uris=" ".join(redirect_uris or (LOOPBACK_REDIRECT,)),
+            token_endpoint_auth_method="none",
+            registration_source=Client.RegistrationSource.DCR,
+            client_secret="",
+            **fields,
+        )
+        client.full_clean()
+        client.save()
+        return client
+
+    return make
