@@ -107,11 +107,17 @@ class MCPGateValidator(OAuth2Validator):
             request.refresh_token = refresh_token
             request.refresh_token_instance = rt
             request.mcpgate_grace_sibling = True
-            return bool(rt.application == client)
+            return bool(rt.application == client) and rt.user.is_active
         valid = super().validate_refresh_token(refresh_token, client, request, *args, **kwargs)
         if not valid:
             self._audit_refresh_failure(refresh_token, request)
-        return bool(valid)
+        return bool(valid) and request.user.is_active
+
+    def validate_code(
+        self, client_id: str, code: str, client: Any, request: OAuthlibRequest, *args: Any, **kwargs: Any
+    ) -> bool:
+        """A disabled person gets no tokens, from a code or (above) a refresh token."""
+        return bool(super().validate_code(client_id, code, client, request, *args, **kwargs)) and request.user.is_active
 
     def _rotated_within_grace(self, refresh_token: str) -> Any:
         grace = settings.MCPGATE_REFRESH_GRACE_SECONDS
