@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import AnonymousUser
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
@@ -80,24 +81,42 @@ def audit_record(
 # ---------------------------------------------------------------------------
 # People
 # ---------------------------------------------------------------------------
-@transaction.atomic
 def user_sign_in_from_proxy(*, identity: ProxyIdentity, current: Any, request: HttpRequest) -> User:
     """The user oauth2-proxy vouched for: created on first sign-in, groups kept current.
 
-    Raises SignInRefused for an address outside MCPGATE_EMAIL_DOMAINS or a disabled account.
+    Raises SignInRefused for an address outside MCPGATE_EMAIL_DOMAINS or a disabled account;
+    the refusal is audited outside the transaction, so raising does not roll the record back.
     """
     if not email_domain_allowed(identity.email):
         audit_record(event="sign_in_refused", request=request, user=AnonymousUser(), detail={"email": identity.email})
         raise SignInRefused(f"{identity.email} is not in an email domain allowed here.")
     host = request.mcpgate_host.name  # type: ignore[attr-defined]
-    if isinstance(current, User) and current.is_authenticated and current.username == identity.email:
-        user = current
-        new_session = False
-    else:
-        user, created = User.objects.get_or_create(username=identity.email, defaults={"email": identity.email})
-        if created:
-            logger.info("created user for %s on first sign-in", identity.email)
-        new_session = True
+    with transaction.atomic():
+        if isinstance(current, User) and current.is_authenticated and current.username == identity.email:
+            user = current
+            new_session = False
+        else:
+            # No usable password: people sign in through the proxy, never with Django's form.
+            defaults = {"email": identity.email, "password": make_password(None)}
+            user, created = User.objects.get_or_create(username=identity.email, defaults=defaults)
+            if created:
+                logger.info("created user for %s on first sign-in", identity.email)
+            new_session = True
+        if user.is_active:
+            changed = []
+            if user.proxy_groups != list(identity.groups):
+                user.proxy_groups = list(identity.groups)
+                changed.append("proxy_groups")
+            if user.proxy_subject != identity.subject:
+                user.proxy_subject = identity.subject
+                changed.append("proxy_subject")
+            if new_session and user.last_sign_in_host != host:
+                user.last_sign_in_host = host
+                changed.append("last_sign_in_host")
+            if changed:
+                user.save(update_fields=changed)
+            if new_session:
+                audit_record(event="sign_in", request=request, user=user, detail={"groups": list(identity.groups)})
     if not user.is_active:
         audit_record(
             event="sign_in_refused",
@@ -106,20 +125,6 @@ def user_sign_in_from_proxy(*, identity: ProxyIdentity, current: Any, request: H
             detail={"email": identity.email, "reason": "disabled"},
         )
         raise SignInRefused(f"The account {identity.email} is disabled.")
-    changed = []
-    if user.proxy_groups != list(identity.groups):
-        user.proxy_groups = list(identity.groups)
-        changed.append("proxy_groups")
-    if user.proxy_subject != identity.subject:
-        user.proxy_subject = identity.subject
-        changed.append("proxy_subject")
-    if new_session and user.last_sign_in_host != host:
-        user.last_sign_in_host = host
-        changed.append("last_sign_in_host")
-    if changed:
-        user.save(update_fields=changed)
-    if new_session:
-        audit_record(event="sign_in", request=request, user=user, detail={"groups": list(identity.groups)})
     return user
 
 
