@@ -271,15 +271,15 @@ def make_client(db: Any) -> Callable[..., Client]:
     """A factory for self-registered public clients with the given redirect URIs."""
 
     def make(*redirect_uris: str, name: str = "Test client", **fields: Any) -> Client:
+        defaults = {
+            "client_type": Client.CLIENT_PUBLIC,
+            "authorization_grant_type": Client.GRANT_AUTHORIZATION_CODE,
+            "token_endpoint_auth_method": "none",
+            "registration_source": Client.RegistrationSource.DCR,
+            "client_secret": "",
+        }
         client = Client(
-            name=name,
-            client_type=Client.CLIENT_PUBLIC,
-            authorization_grant_type=Client.GRANT_AUTHORIZATION_CODE,
-            redirect_uris=" ".join(redirect_uris or (LOOPBACK_REDIRECT,)),
-            token_endpoint_auth_method="none",
-            registration_source=Client.RegistrationSource.DCR,
-            client_secret="",
-            **fields,
+            name=name, redirect_uris=" ".join(redirect_uris or (LOOPBACK_REDIRECT,)), **{**defaults, **fields}
         )
         client.full_clean()
         client.save()
