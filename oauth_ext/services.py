@@ -21,6 +21,7 @@ from oauth2_provider.models import (
     set_token_value,
 )
 
+from . import fastpath
 from .identity import ProxyIdentity, SignInRefused, email_domain_allowed
 from .models import AuditEvent, Client, Consent, User
 
@@ -66,7 +67,7 @@ def audit_record(
         host = host_obj.name if host_obj else ""
     if ip is None and request is not None:
         ip = getattr(request, "mcpgate_client_ip", None)
-    return AuditEvent.objects.create(
+    record = AuditEvent(
         event=event,
         user=user,
         client=client,
@@ -76,6 +77,9 @@ def audit_record(
         ip=ip or None,
         detail=detail or {},
     )
+    # One INSERT, compiled once: this runs on every tool call (oauth_ext.fastpath).
+    fastpath.insert_row(record)
+    return record
 
 
 # ---------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauthlib.common import Request as OAuthlibRequest
 from oauthlib.oauth2.rfc6749 import errors
 
-from . import services
+from . import fastpath, services
 from .hosts import Host, host_for_netloc
 from .resources import canonical_resource
 
@@ -87,6 +87,14 @@ class MCPGateValidator(OAuth2Validator):
         super()._check_and_set_request_resource(request)
         if not request.resource:  # a grant from before binding existed: bind now
             request.resource = [expected]
+
+    # -- Bearer tokens (RFC 6750) ---------------------------------------------------
+    def _load_access_token(self, token: str) -> Any:
+        """DOT's lookup (token, user and client in one query), from a statement compiled once.
+
+        Every /mcp call pays for this lookup; see oauth_ext.fastpath for why and what it costs.
+        """
+        return fastpath.load_access_token(hashlib.sha256(token.encode("utf-8")).hexdigest())
 
     # -- Refresh: reuse detection with a grace window under hashed storage -------------
     def validate_refresh_token(
