@@ -14,6 +14,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -83,11 +84,34 @@ class _Gate:
             token_id=token.pk,
             client_ip=getattr(request, "mcpgate_client_ip", None),
         )
+        refusal = self._refuse_method_or_batch(request)
+        if refusal is not None:
+            return refusal
         missing = self._missing_scopes(context)
         if missing:
             return self._insufficient_scope(request, context, missing)
         self.context = context
         return HttpResponse(status=204)
+
+    def _refuse_method_or_batch(self, request: HttpRequest) -> HttpResponse | None:
+        """What this stateless server does not offer, answered before the SDK sees it.
+
+        - GET opens the standalone SSE stream and DELETE ends a session (transports,
+          "Listening for Messages from the Server" and "Session Management", 2025-03-26 to
+          2025-11-25); a stateless server has neither, so both get 405, as every other
+          method but POST, with ``Allow`` (RFC 9110 §15.5.6). 2026-07-28 says the same (H1, H7).
+          Left to the SDK, a stateless GET opens a stream that never carries anything.
+        - A JSON array is a batch: removed in 2025-06-18 (H3) and not served by the SDK at
+          any version; it answers -32602 with pydantic's text, this answers -32600 (JSON-RPC 2.0
+          §5.1 "Invalid Request") without internals.
+        """
+        if request.method != "POST":
+            response = jsonrpc_error(405, -32600, "Method not allowed: POST one JSON-RPC message")
+            response["Allow"] = "POST"
+            return response
+        if isinstance(self.message, list):
+            return jsonrpc_error(400, -32600, "Batches are not supported: POST one JSON-RPC message")
+        return None
 
     @staticmethod
     def _unauthorized(authenticator: MCPBearerAuthentication, request: HttpRequest) -> HttpResponse:
@@ -102,12 +126,17 @@ class _Gate:
         response["Cache-Control"] = "no-store"
         return response
 
+    @cached_property
+    def message(self) -> Any:
+        """The decoded body, or None when it is not JSON (the SDK answers that: -32700)."""
+        try:
+            return json.loads(self.body)
+        except (ValueError, RecursionError):
+            return None
+
     def _missing_scopes(self, context: ToolContext) -> frozenset[str]:
         """A tools/call for a tool needing scopes the token lacks: the client should step up."""
-        try:
-            message = json.loads(self.body)
-        except ValueError:
-            return frozenset()  # malformed bodies are the SDK's to answer (-32700)
+        message = self.message
         if not isinstance(message, dict) or message.get("method") != "tools/call":
             return frozenset()
         params = message.get("params")

@@ -54,6 +54,10 @@ class Registry:
             raise ValueError(f"two tools are named {tool.name!r}")
         self._tools[tool.name] = tool
 
+    def remove(self, name: str) -> None:
+        """Forget a tool (tests declare throw-away tools; nothing else needs to)."""
+        self._tools.pop(name, None)
+
     def get(self, name: str) -> Tool | None:
         return self._tools.get(name)
 
