@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 from oauth2_provider.models import get_access_token_model, get_refresh_token_model
@@ -108,17 +109,26 @@ class MCPGateValidator(OAuth2Validator):
         still live, is honoured by minting a *sibling* pair in the same token family (see
         ``_save_bearer_token``): two concurrent refreshes from one client both succeed,
         and a replay after the window still revokes the whole family.
+
+        The grace check and DOT's validation read the token separately; a concurrent
+        rotation committed between the two would make DOT see a rotated-out token without
+        grace and revoke the family. So both run in one transaction holding the token's
+        row lock, which rotation (``_save_bearer_token``) takes too; on SQLite the
+        transaction's write lock (``transaction_mode`` IMMEDIATE) does the same.
         """
-        rt = self._rotated_within_grace(refresh_token)
-        if rt is not None:
-            request.user = rt.user
-            request.refresh_token = refresh_token
-            request.refresh_token_instance = rt
-            request.mcpgate_grace_sibling = True
-            return bool(rt.application == client) and rt.user.is_active
-        valid = super().validate_refresh_token(refresh_token, client, request, *args, **kwargs)
-        if not valid:
-            self._audit_refresh_failure(refresh_token, request)
+        checksum = hashlib.sha256(refresh_token.encode("utf-8")).hexdigest()
+        with transaction.atomic():
+            list(get_refresh_token_model().objects.select_for_update().filter(token_checksum=checksum).values("pk"))
+            rt = self._rotated_within_grace(refresh_token)
+            if rt is not None:
+                request.user = rt.user
+                request.refresh_token = refresh_token
+                request.refresh_token_instance = rt
+                request.mcpgate_grace_sibling = True
+                return bool(rt.application == client) and rt.user.is_active
+            valid = super().validate_refresh_token(refresh_token, client, request, *args, **kwargs)
+            if not valid:
+                self._audit_refresh_failure(refresh_token, request)
         return bool(valid) and request.user.is_active
 
     def validate_code(
