@@ -10,8 +10,12 @@ from django.views import defaults
 MACHINE_PREFIXES = ("/oauth/", "/.well-known/", "/mcp", "/token", "/register", "/authorize")
 
 
+# The authorization endpoint (and its legacy alias) is a page a person sees, not an API.
+PEOPLE_PREFIXES = ("/oauth/authorize", "/authorize")
+
+
 def _is_machine(request: HttpRequest) -> bool:
-    return request.path.startswith(MACHINE_PREFIXES) and not request.path.startswith("/oauth/authorize")
+    return request.path.startswith(MACHINE_PREFIXES) and not request.path.startswith(PEOPLE_PREFIXES)
 
 
 def _json(error: str, description: str, status: int) -> JsonResponse:
