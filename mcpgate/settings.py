@@ -97,7 +97,11 @@ def envdatabase(url: str) -> dict[str, object]:
             # A file, not Django's in-memory default, so a gunicorn started by a test sees its data.
             "TEST": {"NAME": name + "-test"},
             "CONN_MAX_AGE": envint("MCPGATE_DB_CONN_MAX_AGE", "60"),
-            "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"},
+            "OPTIONS": {
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
         }
     parts = urlsplit(url)
     if parts.scheme not in ("postgres", "postgresql"):

@@ -236,10 +236,12 @@ def test_database_url_parsed_including_socket_directory() -> None:
     }
 
 
-def test_without_database_url_sqlite_is_used() -> None:
+def test_without_database_url_sqlite_is_used_with_immediate_transactions() -> None:
+    """IMMEDIATE: a transaction takes the write lock at BEGIN, which the refresh grace check relies on."""
     database = settings_of(MINIMAL, "DATABASES")["DATABASES"]
     assert isinstance(database, dict)
     assert database["default"]["ENGINE"] == "django.db.backends.sqlite3"
+    assert database["default"]["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
 
 
 def test_https_deployment_secures_cookies_and_sends_hsts() -> None:
