@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 BIND ?= $(or $(MCPGATE_BIND),127.0.0.1:8000)
+PORT := $(lastword $(subst :, ,$(BIND)))
 
 .PHONY: run test test-sqlite test-postgres lint typecheck check venv clean
 
@@ -18,8 +19,8 @@ venv: $(VENV)/.installed
 # A local .env with a random SECRET_KEY and loopback URLs, written once, never committed.
 .env:
 	@echo "SECRET_KEY=$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))')" > .env
-	@echo "MCPGATE_INTERNAL_URL=http://127.0.0.1:$${BIND##*:}" >> .env
-	@echo "MCPGATE_PUBLIC_URL=http://localhost:$${BIND##*:}" >> .env
+	@echo "MCPGATE_INTERNAL_URL=http://127.0.0.1:$(PORT)" >> .env
+	@echo "MCPGATE_PUBLIC_URL=http://localhost:$(PORT)" >> .env
 	@echo "wrote .env (local settings; edit freely)"
 
 run: venv .env
