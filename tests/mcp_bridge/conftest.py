@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
 import httpx2
 import pytest
+from asgiref.sync import sync_to_async
+from django.db import connections
 from django.utils import timezone
 from oauth2_provider.models import get_access_token_model, set_token_value
 
 from oauth_ext.models import Client, User
-from tests.conftest import INTERNAL_BASE, PUBLIC_BASE
+from tests.conftest import INTERNAL_BASE, PROXY_ADDR
 
 HANDSHAKE_VERSION = "2025-06-18"
+HANDSHAKE_VERSIONS = ("2025-03-26", "2025-06-18", "2025-11-25")
+MODERN_VERSION = "2026-07-28"
 MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 
@@ -71,16 +78,56 @@ def make_token(app_client: Client) -> TokenFactory:
     return make
 
 
+PEER = ("192.0.2.10", 40000)  # an ordinary client, no proxy in between
+PROXY_PEER = (PROXY_ADDR, 1234)  # oauth2-proxy / the load balancer (MCPGATE_TRUSTED_PROXIES)
+
+
 @pytest.fixture
-async def mcp() -> AsyncIterator[httpx2.AsyncClient]:
-    """An HTTP client for the ASGI site (mcpgate.asgi) on the internal host, lifespan running."""
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def site() -> AsyncIterator[Any]:
+    """The ASGI site (mcpgate.asgi.Application) with its lifespan running.
+
+    /mcp does its database work in the event loop's default executor (as under uvicorn). Here
+    that executor is one thread of ours, so the connection it opens can be closed afterwards:
+    left open, PostgreSQL refuses to drop the test database at the end ("being accessed by
+    other users"). The thread that ``sync_to_async`` uses for the tests' own reads likewise.
+    """
     from mcpgate.asgi import Application
 
-    app = Application()
-    async with app.mcp_endpoint.lifespan():
-        transport = httpx2.ASGITransport(app=app, client=("192.0.2.10", 40000))
-        async with httpx2.AsyncClient(transport=transport, base_url=INTERNAL_BASE) as client:
-            yield client
+    loop = asyncio.get_running_loop()
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mcp-worker")
+    loop.set_default_executor(executor)
+    try:
+        app = Application()
+        async with app.mcp_endpoint.lifespan():
+            yield app
+    finally:
+        await loop.run_in_executor(executor, connections.close_all)
+        await sync_to_async(connections.close_all)()
+        executor.shutdown(wait=True)
+
+
+def http_client(app: Any, peer: tuple[str, int] = PEER) -> httpx2.AsyncClient:
+    """An HTTP client for ``app`` on the internal host, as seen from ``peer``."""
+    return httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app, client=peer), base_url=INTERNAL_BASE)
+
+
+@pytest.fixture
+async def mcp(site: Any) -> AsyncIterator[httpx2.AsyncClient]:
+    """An HTTP client for the ASGI site on the internal host, lifespan running."""
+    async with http_client(site) as client:
+        yield client
+
+
+@pytest.fixture
+async def via_proxy(site: Any) -> AsyncIterator[httpx2.AsyncClient]:
+    """The same site reached through the trusted proxy, whose X-Forwarded-* headers are believed."""
+    async with http_client(site, PROXY_PEER) as client:
+        yield client
 
 
 def rpc(method: str, params: dict[str, Any] | None = None, id: int = 1) -> dict[str, Any]:
@@ -90,13 +137,52 @@ def rpc(method: str, params: dict[str, Any] | None = None, id: int = 1) -> dict[
     return message
 
 
-def bearer(token: str, version: str = HANDSHAKE_VERSION, **extra: str) -> dict[str, str]:
-    return {**MCP_HEADERS, "Authorization": f"Bearer {token}", "MCP-Protocol-Version": version, **extra}
+def notification(method: str) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "method": method}
 
 
-__all__ = ["HANDSHAKE_VERSION", "MCP_HEADERS", "PUBLIC_BASE", "bearer", "rpc"]
+def call(name: str, arguments: dict[str, Any] | None = None, id: int = 1) -> dict[str, Any]:
+    """A tools/call request."""
+    return rpc("tools/call", {"name": name, "arguments": arguments or {}}, id=id)
+
+
+def bearer(token: str, version: str | None = HANDSHAKE_VERSION, **extra: str) -> dict[str, str]:
+    """Headers of a 2025-era request; ``version=None`` sends no MCP-Protocol-Version."""
+    headers = {**MCP_HEADERS, "Authorization": f"Bearer {token}", **extra}
+    if version is not None:
+        headers["MCP-Protocol-Version"] = version
+    return headers
+
+
+def envelope(params: dict[str, Any] | None = None, version: str = MODERN_VERSION) -> dict[str, Any]:
+    """2026-07-28 params: every request carries its protocol version and capabilities in ``_meta``."""
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": version,
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "1"},
+    }
+    return {**(params or {}), "_meta": meta}
+
+
+def modern(token: str, method: str, name: str | None = None, **extra: str) -> dict[str, str]:
+    """Headers of a 2026-07-28 request: the version, and the routing headers mirroring the body."""
+    headers = {**bearer(token, MODERN_VERSION), "Mcp-Method": method, **extra}
+    if name is not None:
+        headers["Mcp-Name"] = name
+    return headers
+
+
+def stored_token(raw: str) -> Any:
+    """The AccessToken row for a raw token value (stored as its SHA-256 checksum)."""
+    checksum = hashlib.sha256(raw.encode()).hexdigest()
+    return get_access_token_model().objects.select_related("user", "application").get(token_checksum=checksum)
 
 
 @pytest.fixture
 def alice_token(alice: User, make_token: TokenFactory) -> str:
     return make_token(alice)
+
+
+@pytest.fixture
+def bob_token(bob: User, make_token: TokenFactory) -> str:
+    return make_token(bob)
