@@ -1,0 +1,92 @@
+"""The hot path's database budget: an authenticated tools/call costs at most 2 SQL queries besides the tool's own.
+
+Through HTTP the work runs in worker threads whose connections ``django_assert_num_queries``
+cannot see, so the two steps of a call are run here in the test thread: admission (the token,
+its user and its client in one SELECT) and the tool run (the audit row in one INSERT).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from mcp_bridge.endpoint import admit
+from mcp_bridge.registry import registry
+from mcp_bridge.server import run_tool
+from tests.mcp_bridge.conftest import PEER, call, rpc
+
+# On PostgreSQL the token SELECT runs on a raw psycopg cursor (a server-side prepared statement,
+# oauth_ext/fastpath.py) that Django's query capture does not see, so the count there is short
+# by one. Strict: once that statement is logged like any other, these pass and the mark must go.
+invisible_token_query = pytest.mark.xfail(
+    connection.vendor == "postgresql",
+    reason="oauth_ext.fastpath's prepared token SELECT bypasses Django's query log",
+    strict=True,
+)
+
+
+def scope_for(token: str | None, body: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+    """The ASGI scope of a POST /mcp to the internal host, as the server hands it over, and its body."""
+    headers = [
+        (b"host", b"127.0.0.1:8000"),
+        (b"accept", b"application/json, text/event-stream"),
+        (b"content-type", b"application/json"),
+        (b"mcp-protocol-version", b"2025-06-18"),
+    ]
+    if token is not None:
+        headers.append((b"authorization", f"Bearer {token}".encode()))
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/mcp",
+        "raw_path": b"/mcp",
+        "root_path": "",
+        "query_string": b"",
+        "headers": headers,
+        "client": PEER,
+        "server": ("127.0.0.1", 8000),
+    }
+    return scope, json.dumps(body).encode()
+
+
+@invisible_token_query
+def test_authenticated_tools_call_costs_two_queries(alice_token, django_assert_num_queries) -> None:
+    scope, body = scope_for(alice_token, call("whoami"))
+    whoami = registry.get("whoami")
+    assert whoami is not None
+
+    with django_assert_num_queries(2) as captured:
+        admission = admit(scope, body)
+        assert admission.refusal is None and admission.context is not None
+        result = run_tool(whoami, admission.context, {})
+
+    assert result.is_error is False
+    select, insert = (q["sql"] for q in captured.captured_queries)
+    assert select.startswith("SELECT") and "oauth2_provider_accesstoken" in select
+    assert insert.startswith("INSERT INTO") and "oauth_ext_auditevent" in insert
+
+
+@invisible_token_query
+def test_admitting_any_other_request_costs_one_query(alice_token, django_assert_num_queries) -> None:
+    scope, body = scope_for(alice_token, rpc("tools/list"))
+
+    with django_assert_num_queries(1):
+        admission = admit(scope, body)
+
+    assert admission.context is not None
+
+
+def test_refusing_a_request_without_token_costs_nothing(alice, django_assert_num_queries) -> None:
+    scope, body = scope_for(None, call("whoami"))
+
+    with django_assert_num_queries(0):
+        admission = admit(scope, body)
+
+    assert admission.refusal is not None
+    assert admission.refusal.status_code == 401
