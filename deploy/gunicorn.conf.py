@@ -14,6 +14,9 @@ graceful_timeout = 20
 # REMOTE_ADDR or the scheme from forwarded headers itself.
 forwarded_allow_ips = ""
 proxy_allow_ips = ""
+# gunicorn 27's control socket defaults to one path per user, so a second instance (a test run,
+# a second replica on the host) would take it over; nothing here uses it.
+control_socket_disable = True
 accesslog = "-"
 # No query strings in the access log: an authorize URL carries state and PKCE values.
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss'
