@@ -15,3 +15,9 @@ class MCPBridgeConfig(AppConfig):
         from django.utils.module_loading import autodiscover_modules
 
         autodiscover_modules("mcp_tools")
+
+        from oauth_ext.scopes import set_tool_catalog
+
+        from .registry import registry
+
+        set_tool_catalog(lambda scope: [t.title or t.name for t in registry.all() if scope in t.scopes])

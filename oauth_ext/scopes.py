@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -18,6 +19,21 @@ def register_scope(name: str, description: str) -> None:
     if existing is not None and existing != description:
         raise ValueError(f"scope {name!r} is already declared as {existing!r}")
     _registered[name] = description
+
+
+# Set by mcp_bridge when it loads: for a scope, the titles of the tools that need it. Kept as a
+# hook so the authorization server does not import the resource server.
+_tool_catalog: Callable[[str], list[str]] = lambda scope: []  # noqa: E731
+
+
+def set_tool_catalog(catalog: Callable[[str], list[str]]) -> None:
+    global _tool_catalog
+    _tool_catalog = catalog
+
+
+def tools_needing(scope: str) -> list[str]:
+    """Titles of the tools a scope helps unlock, for the consent page."""
+    return _tool_catalog(scope)
 
 
 def all_scopes() -> dict[str, str]:
