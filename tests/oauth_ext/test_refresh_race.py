@@ -19,7 +19,7 @@ from oauth_ext.models import Client
 from oauth_ext.validators import MCPGateValidator
 from tests.conftest import LOOPBACK_REDIRECT, Flow
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_as5_refresh_rotated_between_grace_check_and_validation_still_succeeds(
