@@ -32,7 +32,7 @@ def gunicorn_server(
     gunicorn_env: dict[str, str],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[GunicornServer]:
-    """gunicorn with deploy/gunicorn.conf.py (two sync workers, DEBUG off) on the test database.
+    """gunicorn with deploy/gunicorn.conf.py on the test database: the ASGI site, two uvicorn workers, DEBUG off.
 
     Module-scoped: started once, stopped (and its database connections closed) before
     pytest-django drops the test database. On teardown its log must hold none of the tokens,

@@ -124,6 +124,23 @@ def redirect_params(response: httpx2.Response, redirect_uri: str) -> dict[str, s
     return dict(parse_qsl(urlsplit(location).query))
 
 
+def approve(
+    browser: httpx2.Client, authorize_url: str, redirect_uri: str, *, consent_text: tuple[str, ...] = ()
+) -> dict[str, str]:
+    """Be the person a client sent to ``authorize_url``: consent if asked; the redirect's query.
+
+    What a browser does between a client opening the authorization URL and the redirect back
+    to it; the redirect itself is not followed (nothing need listen at ``redirect_uri``).
+    ``consent_text``: strings the consent page must show, if there is one.
+    """
+    page = browser.get(authorize_url)
+    if page.status_code == 200:
+        for text in consent_text:
+            assert text in page.text, (text, page.text)
+        page = submit_form(browser, page, "allow")
+    return redirect_params(page, redirect_uri)
+
+
 @dataclass
 class Grant:
     """An authorization the person gave: the code and what must accompany it at /token."""

@@ -28,6 +28,9 @@ import httpx2
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 START_TIMEOUT = 30.0
+# As in production (``make run``): the ASGI site, two uvicorn workers.
+WORKER_CLASS = "uvicorn_worker.UvicornWorker"
+ASGI_APPLICATION = "mcpgate.asgi:application"
 STOP_TIMEOUT = 25.0
 
 # Keys whose values are credentials wherever they appear (JSON bodies, form bodies, query strings).
@@ -139,6 +142,16 @@ class GunicornServer:
 
     def _on_response(self, response: httpx2.Response) -> None:
         response.read()
+        self._scan_response(response)
+
+    async def _on_async_request(self, request: httpx2.Request) -> None:
+        self._on_request(request)
+
+    async def _on_async_response(self, response: httpx2.Response) -> None:
+        await response.aread()
+        self._scan_response(response)
+
+    def _scan_response(self, response: httpx2.Response) -> None:
         if response.headers.get("content-type", "").startswith("application/json"):
             with contextlib.suppress(ValueError):
                 body = response.json()
@@ -160,6 +173,18 @@ class GunicornServer:
             base_url=self.base(host),
             trust_env=False,
             event_hooks={"request": [self._on_request], "response": [self._on_response]},
+            **kwargs,
+        )
+
+    def async_client(self, **kwargs: Any) -> httpx2.AsyncClient:
+        """An async HTTP client (for the ``mcp`` SDK), scanned for credentials like ``client``.
+
+        No base URL: an MCP client is given the full /mcp URL and finds the rest itself.
+        """
+        kwargs.setdefault("timeout", 20.0)
+        return httpx2.AsyncClient(
+            trust_env=False,
+            event_hooks={"request": [self._on_async_request], "response": [self._on_async_response]},
             **kwargs,
         )
 
@@ -204,7 +229,7 @@ def server_env(port: int, db_env: dict[str, str], overrides: dict[str, str]) -> 
             "MCPGATE_TRUSTED_PROXIES": "127.0.0.1/32",
             "MCPGATE_EMAIL_DOMAINS": "example.com",
             "MCPGATE_WORKERS": "2",
-            "MCPGATE_WORKER_CLASS": "sync",
+            "MCPGATE_WORKER_CLASS": WORKER_CLASS,
             # The most talkative level an operator can choose: even then nothing secret may be logged.
             "MCPGATE_LOG_LEVEL": "DEBUG",
             "PYTHONUNBUFFERED": "1",
@@ -217,7 +242,11 @@ def server_env(port: int, db_env: dict[str, str], overrides: dict[str, str]) -> 
 
 @contextlib.contextmanager
 def gunicorn(*, db_env: dict[str, str], log_path: Path, overrides: dict[str, str]) -> Iterator[GunicornServer]:
-    """Run ``gunicorn -c deploy/gunicorn.conf.py mcpgate.wsgi`` until the block ends."""
+    """Run ``gunicorn -c deploy/gunicorn.conf.py -k uvicorn_worker.UvicornWorker mcpgate.asgi:application``.
+
+    The production command line (see ``make run``): /mcp needs the ASGI application, whose
+    lifespan starts the MCP SDK's session manager in each worker.
+    """
     port = free_port()
     env = server_env(port, db_env, overrides)
     server = GunicornServer(port=port, env=env, log_path=log_path)
@@ -226,13 +255,15 @@ def gunicorn(*, db_env: dict[str, str], log_path: Path, overrides: dict[str, str
         str(VENV_BIN / "gunicorn"),
         "-c",
         "deploy/gunicorn.conf.py",
+        "-k",
+        WORKER_CLASS,
         "--bind",
         f"127.0.0.1:{port}",
         # gunicorn's default control socket is one per user (~/.gunicorn/gunicorn.ctl): a second
         # instance unlinks the first's and removes its own on exit. Keep the test's to itself.
         "--control-socket",
         str(log_path.with_name("gunicorn.ctl")),
-        "mcpgate.wsgi",
+        ASGI_APPLICATION,
     ]
     with log_path.open("wb") as log:
         process = subprocess.Popen(

@@ -182,7 +182,7 @@ def refresh_concurrently(
 ) -> list[httpx2.Response]:
     """Two clients on their own connections send the same refresh at the same moment.
 
-    gunicorn has two sync workers, so the two requests are handled in parallel processes.
+    gunicorn has two workers, so the two requests may be handled in parallel processes.
     """
     barrier = threading.Barrier(2)
     results: list[httpx2.Response | BaseException] = [RuntimeError("not run")] * 2
