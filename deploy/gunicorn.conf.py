@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 bind = os.environ.get("MCPGATE_BIND", "127.0.0.1:8000")
@@ -21,3 +22,22 @@ accesslog = "-"
 # No query strings in the access log: an authorize URL carries state and PKCE values.
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss'
 errorlog = "-"
+
+
+class _NoQueryString(logging.Filter):
+    """Drop the query from uvicorn's access lines, which ignore ``access_log_format`` above.
+
+    Under ``-k uvicorn_worker.UvicornWorker`` the access line is uvicorn's own
+    ('%s - "%s %s HTTP/%s" %d', with the path and query as the third argument); a token a
+    client wrongly put in the URL (refused by /mcp, RFC 6750 §2.3) must not end up in the log.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            record.args = (*args[:2], args[2].partition("?")[0], *args[3:])
+        return True
+
+
+def post_worker_init(worker: object) -> None:
+    logging.getLogger("uvicorn.access").addFilter(_NoQueryString())
