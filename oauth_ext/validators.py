@@ -184,7 +184,8 @@ class MCPGateValidator(OAuth2Validator):
                 # Lost a race with a concurrent request on the same refresh token. A concurrent
                 # rotation (the successor exists) is what the grace window is for; a concurrent
                 # revocation is final.
-                if not get_access_token_model().objects.filter(source_refresh_token=locked).exists():
+                superseded = get_access_token_model().objects.filter(source_refresh_token=locked).exists()
+                if not superseded or settings.MCPGATE_REFRESH_GRACE_SECONDS <= 0:
                     raise errors.InvalidGrantError(request=request)
                 request.mcpgate_grace_sibling = True
             if getattr(request, "mcpgate_grace_sibling", False):

@@ -29,7 +29,7 @@ from .hosts import MCP_PATH, host_for_request
 from .models import Client
 from .redirects import redirect_uri_problem
 from .resources import canonical_resource
-from .scopes import BASIC_SCOPE, all_scopes
+from .scopes import BASIC_SCOPE, all_scopes, tools_needing
 
 logger = logging.getLogger(__name__)
 
@@ -202,7 +202,7 @@ class AuthorizeView(AuthorizationView):
             {
                 "client": client,
                 "redirect_host": urlsplit(redirect_uri).netloc or urlsplit(redirect_uri).scheme + ":",
-                "scope_rows": [(s, descriptions.get(s, s)) for s in context.get("scopes", [])],
+                "scope_rows": [(s, descriptions.get(s, s), tools_needing(s)) for s in context.get("scopes", [])],
                 "operator_made": client is not None and client.registration_source == Client.RegistrationSource.MANUAL,
                 "loopback_only": client is not None and client.is_loopback_only,
                 "host": host_for_request(self.request),
@@ -240,6 +240,10 @@ class TokenEndpointView(TokenView):
             )
         else:
             response = with_error_description(super().post(request, *args, **kwargs))
+        if response.status_code == 401:
+            # RFC 6749 §5.2: the challenge names the scheme clients authenticate with here
+            # (oauthlib answers with a Bearer challenge, which is the resource server's scheme).
+            response["WWW-Authenticate"] = 'Basic realm="oauth", charset="UTF-8"'
         if response.status_code != 200:
             try:
                 error = json.loads(response.content).get("error", "")

@@ -91,7 +91,10 @@ def test_consent_page_shows_app_scheme_redirects(flow: Flow, make_client: Callab
 @override_settings(MCPGATE_SCOPES=SCOPES_WITH_FILES)
 def test_consent_page_describes_every_scope_asked_for(flow: Flow, public_client: Client) -> None:
     page = consent_page(flow, public_client, scope="mcp files:read")
-    assert page.context["scope_rows"] == [("mcp", SCOPES_WITH_FILES["mcp"]), ("files:read", "Read your files")]
+    assert page.context["scope_rows"] == [
+        ("mcp", SCOPES_WITH_FILES["mcp"], ["Add a note", "List my notes", "Who am I?"]),
+        ("files:read", "Read your files", []),
+    ]
     assert "<strong>Read your files</strong> <code>files:read</code>" in page.content.decode()
 
 
@@ -266,3 +269,12 @@ def test_remembered_consent_for_disabled_client_refused(flow: Flow, public_clien
     page = flow.authorize(authorize_params(public_client.client_id, PKCE.make()))
     assert page.status_code == 400
     assert not page.has_header("Location")
+
+
+def test_consent_page_lists_the_tools_each_scope_unlocks(flow: Flow, public_client: Client) -> None:
+    """Issue 3: the consent page says, for the scopes asked, which tools they unlock."""
+    page = flow.authorize(authorize_params(public_client.client_id, PKCE.make(), scope="mcp notes:write"))
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "Tools: Add a note, List my notes, Who am I?" in html
+    assert "Tools: Add a note</span>" in html

@@ -271,7 +271,7 @@ def test_confidential_client_wrong_secret_basic_gets_401_invalid_client(flow: Fl
     query, pkce = confidential_code(flow, client)
     response = flow.token(code_data(query, pkce), HTTP_AUTHORIZATION=basic_auth(client.client_id, "wrong"))
     assert_error(response, 401, INVALID_CLIENT)
-    assert response["WWW-Authenticate"] == 'Bearer error="invalid_client"'
+    assert response["WWW-Authenticate"] == 'Basic realm="oauth", charset="UTF-8"'
     event = AuditEvent.objects.get(event="token_error")
     assert event.client == client
     assert event.detail == {"error": "invalid_client", "grant_type": "authorization_code"}
@@ -282,6 +282,7 @@ def test_confidential_client_wrong_secret_post_gets_401_invalid_client(flow: Flo
     query, pkce = confidential_code(flow, client)
     response = flow.token({**code_data(query, pkce), "client_id": client.client_id, "client_secret": "wrong"})
     assert_error(response, 401, INVALID_CLIENT)
+    assert response["WWW-Authenticate"] == 'Basic realm="oauth", charset="UTF-8"'
 
 
 def test_confidential_client_without_secret_gets_401_invalid_client(flow: Flow, gemini: tuple[Client, str]) -> None:
