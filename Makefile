@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 BIND ?= $(or $(MCPGATE_BIND),127.0.0.1:8000)
 PORT := $(lastword $(subst :, ,$(BIND)))
 
-.PHONY: run test test-sqlite test-postgres lint typecheck check venv clean
+.PHONY: run test test-sqlite test-postgres lint typecheck check venv e2e-tools clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,15 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 venv: $(VENV)/.installed
+
+# Third-party clients for tests/e2e (mcp-remote, the MCP conformance suite, Node 22 to run them),
+# pinned by tests/e2e/node/package-lock.json; reinstalled only when that changes.
+E2E_NODE := tests/e2e/node
+$(E2E_NODE)/node_modules/.installed: $(E2E_NODE)/package.json $(E2E_NODE)/package-lock.json
+	cd $(E2E_NODE) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+e2e-tools: $(E2E_NODE)/node_modules/.installed
 
 # A local .env with a random SECRET_KEY and loopback URLs, written once, never committed.
 .env:
@@ -28,7 +37,7 @@ run: venv .env
 	$(PY) manage.py migrate --noinput && \
 	exec $(VENV)/bin/gunicorn -c deploy/gunicorn.conf.py -k uvicorn_worker.UvicornWorker --bind $(BIND) mcpgate.asgi:application
 
-test: venv lint typecheck test-sqlite test-postgres
+test: venv e2e-tools lint typecheck test-sqlite test-postgres
 
 test-sqlite: venv
 	env -u DATABASE_URL $(VENV)/bin/pytest $(PYTEST_ARGS)
@@ -44,4 +53,4 @@ typecheck: venv
 	SECRET_KEY=typecheck MCPGATE_INTERNAL_URL=http://127.0.0.1:8000 $(VENV)/bin/mypy mcpgate oauth_ext mcp_bridge
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(E2E_NODE)/node_modules
