@@ -1,9 +1,10 @@
 """The /mcp ASGI endpoint: admission (proxy, host, Origin, bearer token, scope) in front of the SDK.
 
 Everything protocol-shaped (JSON-RPC parsing, lifecycle, versions 2025-03-26 … 2026-07-28,
-notifications, GET/DELETE, batches) is the ``mcp`` SDK's ``StreamableHTTPSessionManager``.
-This module only decides whether a request may reach it, in one worker-thread hop that runs
-the same Django middleware the rest of the site uses and the DRF authentication class.
+notifications) is the ``mcp`` SDK's ``StreamableHTTPSessionManager``. This module only decides
+whether a request may reach it, in one worker-thread hop that runs the same Django middleware
+the rest of the site uses and the DRF authentication class; what a stateless server does not
+offer (GET, DELETE, batches) it refuses itself (see ``_Gate._refuse_method_or_batch``).
 """
 
 from __future__ import annotations
