@@ -117,7 +117,7 @@ def tools() -> NodeTools:
     return node_tools()
 
 
-def test_conformance_server_scenarios(gunicorn_server: GunicornServer, tools: NodeTools, tmp_path: Path) -> None:
+def test_conformance_server_scenarios(tools: NodeTools, gunicorn_server: GunicornServer, tmp_path: Path) -> None:
     token = alice_token(gunicorn_server)
     gunicorn_server.remember(token)
     url = gunicorn_server.internal + "/mcp"
@@ -145,7 +145,7 @@ def test_conformance_server_scenarios(gunicorn_server: GunicornServer, tools: No
 
 
 def test_conformance_suite_is_refused_without_the_token(
-    gunicorn_server: GunicornServer, tools: NodeTools, tmp_path: Path
+    tools: NodeTools, gunicorn_server: GunicornServer, tmp_path: Path
 ) -> None:
     """The control: the preload is what gets the suite in; with a wrong token, /mcp refuses it (401)."""
     suite = run_suite(

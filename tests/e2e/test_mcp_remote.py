@@ -53,7 +53,7 @@ def browser_script(directory: Path) -> tuple[Path, Path]:
 
 
 def test_mcp_remote_authorizes_itself_and_calls_a_tool(
-    gunicorn_server: GunicornServer, tools: NodeTools, tmp_path: Path
+    tools: NodeTools, gunicorn_server: GunicornServer, tmp_path: Path
 ) -> None:
     """mcp-remote: 401 → discovery → registration → browser → callback → token; then whoami over stdio."""
     url = gunicorn_server.internal + "/mcp"

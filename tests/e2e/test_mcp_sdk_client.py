@@ -281,6 +281,7 @@ def test_a_token_in_the_query_string_is_refused_and_not_logged(gunicorn_server: 
         grant = authorize(browser, discovery, client_id=client_id, redirect_uri=REDIRECT_URI)
         token = json_of(exchange(client, discovery, grant, client_id=client_id))["access_token"]
 
+        logged_before = gunicorn_server.log().count('"POST /mcp')
         response = client.post(
             "/mcp",
             params={"access_token": token},
@@ -291,7 +292,9 @@ def test_a_token_in_the_query_string_is_refused_and_not_logged(gunicorn_server: 
         assert 'resource_metadata="' in response.headers["www-authenticate"]
         assert json_of(response)["error"] == "invalid_request"
 
-    deadline = time.monotonic() + 5
-    while "/mcp" not in gunicorn_server.log().rpartition("/oauth/token")[2] and time.monotonic() < deadline:
-        time.sleep(0.05)  # the access log line is written after the response
-    assert token not in gunicorn_server.log()
+    deadline = time.monotonic() + 5  # the access line is written once the response is sent
+    while gunicorn_server.log().count('"POST /mcp') == logged_before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log = gunicorn_server.log()
+    assert log.count('"POST /mcp') > logged_before, log[-2000:]
+    assert token not in log
