@@ -1,0 +1,45 @@
+"""Fixtures: the whole deployment (oauth2-proxy, the mock provider, two gunicorn replicas) on the test database.
+
+Tests that use it must use the database transactionally, as tests/e2e does:
+``@pytest.mark.django_db(transaction=True, serialized_rollback=True)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from .deployment import Deployment, deployment
+from .oauth2proxy import ensure_binary
+
+
+@pytest.fixture(scope="session")
+def oauth2_proxy_binary() -> None:
+    ensure_binary()
+
+
+def _deploy(
+    mode: str,
+    mcpgate_env: dict[str, str],
+    django_db_blocker: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Deployment]:
+    from django.db import connection
+
+    with django_db_blocker.unblock():
+        settings_dict = dict(connection.settings_dict)
+    workdir = tmp_path_factory.mktemp(f"deployment-{mode}")
+    with deployment(mode=mode, db_settings=settings_dict, workdir=workdir, mcpgate_env=mcpgate_env) as deployed:
+        yield deployed
+        log = deployed.logs()
+    assert "Traceback" not in log, log
+
+
+@pytest.fixture(scope="session")
+def deployed(
+    oauth2_proxy_binary: None, django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployment]:
+    """mcpgate in the default identity mode (oauth2-proxy's X-Forwarded-* headers)."""
+    yield from _deploy("headers", {}, django_db_blocker, tmp_path_factory)

@@ -1,0 +1,249 @@
+"""The production shape on loopback: oauth2-proxy (real) in front of gunicorn (real) on the test database.
+
+```
+browser / MCP client ─► oauth2-proxy "internal" 127.0.0.1:PI ─┐
+                     ─► oauth2-proxy "public"   localhost:PP ──┼─► gunicorn A ─┐
+   (a load balancer's second target) oauth2-proxy 127.0.0.1:PB ─► gunicorn B ─┴─► the database
+                           └─ signs people in with the mock OIDC provider (Google's stand-in)
+```
+
+Each oauth2-proxy runs ``--config deploy/oauth2-proxy.cfg`` plus only what a deployment sets per
+instance: the provider (``oidc`` with the mock's issuer, where production says ``google``), the
+client id and secret, the cookie secret, the upstream, the listen address, the email domain and
+the redirect URL. ``--cookie-secure=false`` is the one test-only flag: browsers (and httpx) do not
+send a Secure cookie over the plain-http loopback these tests use.
+
+The two hosts mcpgate serves are the proxies' addresses (``pass_host_header`` keeps them), so
+``MCPGATE_INTERNAL_URL`` / ``MCPGATE_PUBLIC_URL`` name the proxies' ports, not gunicorn's.
+``MCPGATE_TRUSTED_PROXIES=127.0.0.1/32``: oauth2-proxy connects from 127.0.0.1; the tests reach
+gunicorn "from elsewhere" by binding their side of the connection to 127.0.0.2.
+
+Replica B is a second gunicorn with the same settings behind its own oauth2-proxy (a sidecar, the
+way each replica gets one behind a load balancer); a test "routes" a request to B by sending it
+to B's proxy with the Host header of the internal host, as the load balancer would.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+
+from tests.e2e.server import VENV_BIN, database_env, free_port, server_env
+
+from . import mockoidc
+from .oauth2proxy import oauth2_proxy
+
+REPO = Path(__file__).resolve().parents[2]
+EMAIL_DOMAIN = "example.com"
+UNTRUSTED_ADDRESS = "127.0.0.2"
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 25.0
+
+
+@dataclass
+class Gunicorn:
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@dataclass
+class Deployment:
+    """One running deployment: its URLs, its processes, its provider."""
+
+    mode: str
+    internal: str  # http://127.0.0.1:PI, through oauth2-proxy
+    public: str  # http://localhost:PP, through oauth2-proxy
+    replica_b: str  # http://127.0.0.1:PB, oauth2-proxy in front of gunicorn B
+    mock: mockoidc.MockOIDC
+    env: dict[str, str]
+    gunicorns: dict[str, Gunicorn] = field(default_factory=dict)
+    proxy_logs: dict[str, Path] = field(default_factory=dict)
+
+    def base(self, host: str) -> str:
+        return {"internal": self.internal, "public": self.public}[host]
+
+    def browser(
+        self, person: str = "alice@example.com", *, hd: str | None = None, groups: str = "", **kwargs: Any
+    ) -> httpx2.Client:
+        """A person's browser: keeps cookies; tells the mock provider who is at the keyboard."""
+        headers = {mockoidc.PERSON_HEADER: person, mockoidc.GROUPS_HEADER: groups}
+        if hd is not None:
+            headers[mockoidc.HD_HEADER] = hd
+        return httpx2.Client(trust_env=False, timeout=20.0, headers=headers, **kwargs)
+
+    def client(self, host: str = "internal", **kwargs: Any) -> httpx2.Client:
+        """An HTTP client (an MCP client's machine side) for one host, through oauth2-proxy."""
+        return httpx2.Client(base_url=self.base(host), trust_env=False, timeout=20.0, **kwargs)
+
+    def direct(self, replica: str = "a", *, host: str = "internal", local_address: str = UNTRUSTED_ADDRESS) -> httpx2.Client:
+        """Straight to a gunicorn, around oauth2-proxy, from ``local_address``, naming ``host``."""
+        gunicorn = self.gunicorns[replica]
+        return httpx2.Client(
+            base_url=f"http://127.0.0.1:{gunicorn.port}",
+            headers={"Host": self.base(host).removeprefix("http://")},
+            transport=httpx2.HTTPTransport(local_address=local_address),
+            trust_env=False,
+            timeout=20.0,
+        )
+
+    def via_replica_b(self, **kwargs: Any) -> httpx2.Client:
+        """The internal host, as the load balancer would send it to replica B."""
+        return httpx2.Client(
+            base_url=self.replica_b,
+            headers={"Host": self.internal.removeprefix("http://")},
+            trust_env=False,
+            timeout=20.0,
+            **kwargs,
+        )
+
+    def manage(self, *args: str) -> str:
+        """``manage.py ARGS`` with the servers' settings (so on the same database): its stdout."""
+        result = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=REPO,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    def logs(self) -> str:
+        return "\n".join(g.log() for g in self.gunicorns.values())
+
+
+def cookie_secret() -> str:
+    return base64.urlsafe_b64encode(os.urandom(32)).decode()
+
+
+@contextlib.contextmanager
+def gunicorn(name: str, env: dict[str, str], log_path: Path, ready_host: str) -> Iterator[Gunicorn]:
+    """The production command line: ``gunicorn -c deploy/gunicorn.conf.py -k uvicorn_worker.UvicornWorker``."""
+    port = free_port()
+    command = [
+        str(VENV_BIN / "gunicorn"),
+        "-c",
+        "deploy/gunicorn.conf.py",
+        "-k",
+        "uvicorn_worker.UvicornWorker",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "mcpgate.asgi:application",
+    ]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    server = Gunicorn(name, port, process, log_path)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        # /healthz answers only on a configured host: ask as the internal host does.
+        with httpx2.Client(
+            base_url=f"http://127.0.0.1:{port}", headers={"Host": ready_host}, trust_env=False, timeout=2.0
+        ) as http:
+            while True:
+                if process.poll() is not None:
+                    pytest.fail(f"gunicorn {name} exited with {process.returncode}:\n{server.log()}")
+                with contextlib.suppress(httpx2.TransportError):
+                    if http.get("/healthz").status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    pytest.fail(f"gunicorn {name} did not answer /healthz:\n{server.log()}")
+                time.sleep(0.1)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def proxy_args(*, address: str, upstream: str, redirect_url: str, issuer: str) -> list[str]:
+    """What a deployment sets on top of deploy/oauth2-proxy.cfg (secrets come from the environment)."""
+    return [
+        "--provider=oidc",  # production: google (the cfg's value); here the mock standing in for it
+        f"--oidc-issuer-url={issuer}",
+        f"--http-address={address}",
+        f"--upstream={upstream}",
+        f"--redirect-url={redirect_url}",
+        f"--email-domain={EMAIL_DOMAIN}",
+        "--cookie-secure=false",  # test-only: plain http on loopback
+    ]
+
+
+@contextlib.contextmanager
+def deployment(
+    *, mode: str, db_settings: dict[str, Any], workdir: Path, mcpgate_env: dict[str, str] | None = None
+) -> Iterator[Deployment]:
+    """Start the mock provider, gunicorn A and B, and three oauth2-proxy instances."""
+    client_id = "mcpgate-proxy-" + secrets.token_hex(4) + ".apps.googleusercontent.com"
+    client_secret = secrets.token_urlsafe(24)
+    internal_port, public_port, b_port = free_port(), free_port(), free_port()
+    internal = f"http://127.0.0.1:{internal_port}"
+    public = f"http://localhost:{public_port}"
+    with contextlib.ExitStack() as stack:
+        mock = stack.enter_context(mockoidc.serve(client_id, client_secret))
+        env = server_env(
+            internal_port,
+            database_env(db_settings),
+            {
+                "MCPGATE_INTERNAL_URL": internal,
+                "MCPGATE_PUBLIC_URL": public,
+                "MCPGATE_TRUSTED_PROXIES": "127.0.0.1/32",
+                "MCPGATE_EMAIL_DOMAINS": EMAIL_DOMAIN,
+                "MCPGATE_LOG_LEVEL": "INFO",
+                **(mcpgate_env or {}),
+            },
+        )
+        gunicorns = {
+            name: stack.enter_context(
+                gunicorn(name, env, workdir / f"gunicorn-{name}.log", ready_host=f"127.0.0.1:{internal_port}")
+            )
+            for name in ("a", "b")
+        }
+        proxy_env = {
+            "PATH": os.environ.get("PATH", ""),
+            "OAUTH2_PROXY_CLIENT_ID": client_id,
+            "OAUTH2_PROXY_CLIENT_SECRET": client_secret,
+            "OAUTH2_PROXY_COOKIE_SECRET": cookie_secret(),
+        }
+        deployed = Deployment(mode, internal, public, f"http://127.0.0.1:{b_port}", mock, env, gunicorns)
+        for name, address, base, upstream in (
+            ("internal", f"127.0.0.1:{internal_port}", internal, gunicorns["a"]),
+            # Listens on 127.0.0.1; clients call it by the name localhost (the public host).
+            ("public", f"127.0.0.1:{public_port}", public, gunicorns["a"]),
+            ("replica-b", f"127.0.0.1:{b_port}", internal, gunicorns["b"]),
+        ):
+            log_path = workdir / f"oauth2-proxy-{name}.log"
+            deployed.proxy_logs[name] = log_path
+            args = proxy_args(
+                address=address,
+                upstream=f"http://127.0.0.1:{upstream.port}/",
+                redirect_url=base + "/oauth2/callback",
+                issuer=mock.issuer,
+            )
+            stack.enter_context(oauth2_proxy(args=args, env=proxy_env, address=address, log_path=log_path))
+        yield deployed

@@ -1,0 +1,87 @@
+"""OAuth steps through the deployment: registration, the person's approval through oauth2-proxy, tokens."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx2
+
+from tests.e2e.oauthclient import PKCE, Discovery, Grant, discover, exchange, json_of
+
+from .browser import approve
+from .deployment import Deployment
+
+LOOPBACK_REDIRECT = "http://127.0.0.1:33419/callback"
+CLAUDE_CALLBACK = "https://claude.ai/api/mcp/auth_callback"
+GEMINI_CALLBACK = "https://vertexaisearch.cloud.google.com/oauth-redirect"
+
+
+def register(http: httpx2.Client, discovery: Discovery, name: str, redirect_uri: str, auth_method: str) -> dict[str, Any]:
+    """RFC 7591 registration, as the client named would send it."""
+    response = http.post(
+        discovery.endpoint("registration"),
+        json={
+            "client_name": name,
+            "redirect_uris": [redirect_uri],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": auth_method,
+        },
+    )
+    assert response.status_code == 201, response.text
+    return json_of(response)
+
+
+def grant(
+    browser: httpx2.Client,
+    discovery: Discovery,
+    *,
+    client_id: str,
+    redirect_uri: str,
+    consent_text: tuple[str, ...] = (),
+) -> Grant:
+    """The person approves ``client_id`` in their browser (signing in through oauth2-proxy first if needed)."""
+    pkce = PKCE.make()
+    state = "st-" + secrets.token_urlsafe(12)
+    query = {
+        "response_type": "code",
+        "client_id": client_id,
+        "redirect_uri": redirect_uri,
+        "scope": "mcp",
+        "state": state,
+        "code_challenge": pkce.challenge,
+        "code_challenge_method": "S256",
+        "resource": discovery.resource,
+    }
+    params = approve(
+        browser, discovery.endpoint("authorization") + "?" + urlencode(query), redirect_uri, consent_text=consent_text
+    )
+    assert "error" not in params, params
+    assert params["state"] == state
+    assert params["iss"] == discovery.issuer
+    return Grant(params["code"], redirect_uri, pkce, state, params, consent_shown=True)
+
+
+def loopback_tokens(
+    deployed: Deployment, browser: httpx2.Client, name: str, *, host: str = "internal"
+) -> tuple[str, dict[str, Any]]:
+    """A public loopback client (Claude Code's shape) registered, approved and holding tokens: (client_id, tokens)."""
+    base = deployed.base(host)
+    with deployed.client(host) as http:
+        discovery = discover(http, base + "/mcp")
+        client_id = str(register(http, discovery, name, LOOPBACK_REDIRECT, "none")["client_id"])
+        code = grant(browser, discovery, client_id=client_id, redirect_uri=LOOPBACK_REDIRECT)
+        response = exchange(http, discovery, code, client_id=client_id)
+        assert response.status_code == 200, response.text
+        return client_id, json_of(response)
+
+
+def create_client(deployed: Deployment, name: str, redirect_uri: str) -> tuple[str, str]:
+    """``manage.py create_client --confidential``, as an operator runs it: (client_id, client_secret)."""
+    made = json.loads(
+        deployed.manage("create_client", "--name", name, "--redirect-uri", redirect_uri, "--confidential")
+    )
+    return str(made["client_id"]), str(made["client_secret"])

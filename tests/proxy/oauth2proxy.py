@@ -1,0 +1,92 @@
+"""oauth2-proxy, built from the Go module proxy at a pinned version and cached under .cache/.
+
+``ensure_binary()`` runs ``GOBIN=.cache/oauth2-proxy/<version> go install
+github.com/oauth2-proxy/oauth2-proxy/v7@<version>`` unless that binary is already there (a cold build
+takes about 2.5 minutes on a 2-core machine; nothing prebuilt is committed). Without Go the
+tests are skipped, except under ``CI=true``, where a missing tool fails the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+VERSION = "v7.15.6"
+MODULE = "github.com/oauth2-proxy/oauth2-proxy/v7"
+CACHE_DIR = REPO / ".cache" / "oauth2-proxy" / VERSION
+BINARY = CACHE_DIR / "oauth2-proxy"
+CONFIG = REPO / "deploy" / "oauth2-proxy.cfg"
+BUILD_TIMEOUT = 900
+START_TIMEOUT = 20.0
+
+
+def _missing(reason: str) -> None:
+    if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
+        pytest.fail(f"{reason} (CI=true: the proxy tests must run)")
+    pytest.skip(reason)
+
+
+def ensure_binary() -> Path:
+    """The cached oauth2-proxy binary of VERSION, built first if needed."""
+    if BINARY.is_file() and os.access(BINARY, os.X_OK):
+        return BINARY
+    go = shutil.which("go")
+    if go is None:
+        _missing("Go is not installed: cannot build oauth2-proxy")
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "GOBIN": str(CACHE_DIR), "CGO_ENABLED": "0", "GOFLAGS": "-buildvcs=false"}
+    result = subprocess.run(
+        [str(go), "install", f"{MODULE}@{VERSION}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT,
+        check=False,
+    )
+    if result.returncode != 0 or not BINARY.is_file():
+        pytest.fail(f"go install {MODULE}@{VERSION} failed:\n{result.stderr[-4000:]}")
+    return BINARY
+
+
+@contextlib.contextmanager
+def oauth2_proxy(
+    *, args: list[str], env: dict[str, str], address: str, log_path: Path, config: Path = CONFIG
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``oauth2-proxy --config deploy/oauth2-proxy.cfg ARGS`` until it answers /ping at ``address``."""
+    binary = ensure_binary()
+    command = [str(binary), "--config", str(config), *args]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        with httpx2.Client(base_url=f"http://{address}", trust_env=False, timeout=2.0) as http:
+            while True:
+                if process.poll() is not None:
+                    pytest.fail(f"oauth2-proxy exited with {process.returncode}:\n{log_path.read_text()}")
+                with contextlib.suppress(httpx2.TransportError):
+                    if http.get("/ping").status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    pytest.fail(f"oauth2-proxy did not answer /ping:\n{log_path.read_text()}")
+                time.sleep(0.05)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
