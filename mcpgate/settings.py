@@ -154,6 +154,10 @@ if MCPGATE_TRUSTED_PROXIES and not MCPGATE_EMAIL_DOMAINS:
 MCPGATE_EMAIL_HEADER = envstr("MCPGATE_EMAIL_HEADER", "X-Forwarded-Email")
 MCPGATE_USER_HEADER = envstr("MCPGATE_USER_HEADER", "X-Forwarded-User")
 MCPGATE_GROUPS_HEADER = envstr("MCPGATE_GROUPS_HEADER", "X-Forwarded-Groups")
+# Operators: people (by email) or oauth2-proxy groups who get the admin console. Re-read at every
+# proxy sign-in, so removing someone here takes their rights away on their next request.
+MCPGATE_OPERATOR_EMAILS = [e.lower() for e in envlist("MCPGATE_OPERATOR_EMAILS")]
+MCPGATE_OPERATOR_GROUPS = envlist("MCPGATE_OPERATOR_GROUPS")
 
 MCPGATE_VERSION = "0.1.0"
 # Browser origins allowed to call /mcp besides the configured hosts (e.g. http://localhost:6274 for MCP Inspector).
@@ -173,7 +177,7 @@ MCPGATE_CIMD_ALLOWED_HOSTS = envlist("MCPGATE_CIMD_ALLOWED_HOSTS", "claude.ai vs
 # Django
 # ---------------------------------------------------------------------------
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "oauth_ext.admin_site.OperatorsAdminConfig",  # django.contrib.admin, with the operators' site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

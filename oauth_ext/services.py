@@ -35,11 +35,18 @@ __all__ = [
     "client_record_metadata_document",
     "client_record_registration",
     "client_registration_rate_exceeded",
+    "client_revoke_all_tokens",
+    "client_rotate_secret",
+    "client_set_disabled",
     "clients_purge_unused",
     "consent_covers",
     "consent_record",
+    "consent_revoke",
     "email_domain_allowed",
+    "is_operator",
     "registration_token_issue",
+    "token_revoke",
+    "user_revoke_all_tokens",
     "user_sign_in_from_proxy",
 ]
 
@@ -85,6 +92,18 @@ def audit_record(
 # ---------------------------------------------------------------------------
 # People
 # ---------------------------------------------------------------------------
+def is_operator(*, identity: ProxyIdentity) -> bool:
+    """Listed in MCPGATE_OPERATOR_EMAILS, or in one of MCPGATE_OPERATOR_GROUPS by oauth2-proxy.
+
+    Operators are superusers: the console is the whole admin (clients, grants, tokens, people,
+    the audit trail, the redirect allowlist), so a narrower permission set would only have to
+    be kept in step with every model. Who is one is decided here and nowhere else.
+    """
+    if identity.email.lower() in settings.MCPGATE_OPERATOR_EMAILS:
+        return True
+    return bool(set(identity.groups) & set(settings.MCPGATE_OPERATOR_GROUPS))
+
+
 def user_sign_in_from_proxy(*, identity: ProxyIdentity, current: Any, request: HttpRequest) -> User:
     """The user oauth2-proxy vouched for: created on first sign-in, groups kept current.
 
@@ -117,6 +136,12 @@ def user_sign_in_from_proxy(*, identity: ProxyIdentity, current: Any, request: H
             if new_session and user.last_sign_in_host != host:
                 user.last_sign_in_host = host
                 changed.append("last_sign_in_host")
+            # Operator rights follow the configuration on every proxied request: granted on
+            # first sign-in, taken away as soon as the person is no longer listed.
+            operator = is_operator(identity=identity)
+            if user.is_staff != operator or user.is_superuser != operator:
+                user.is_staff = user.is_superuser = operator
+                changed += ["is_staff", "is_superuser"]
             if changed:
                 user.save(update_fields=changed)
             if new_session:
@@ -230,9 +255,20 @@ def registration_token_issue(*, client: Client) -> str:
 
 @transaction.atomic
 def client_create(
-    *, name: str, redirect_uris: list[str], confidential: bool, auth_method: str | None = None
+    *,
+    name: str,
+    redirect_uris: list[str],
+    confidential: bool,
+    auth_method: str | None = None,
+    host: str = "",
+    operator: Any = None,
 ) -> tuple[Client, str | None]:
-    """An operator-made client. Returns it and, for a confidential one, the secret (shown once)."""
+    """An operator-made client. Returns it and, for a confidential one, the secret (shown once).
+
+    ``host`` (internal or public) is the host the vendor will use, kept as ``registered_host``;
+    ``operator`` is who made it in the admin (None from the command line). Raises
+    ValidationError, per field, when the client breaks the registration policy (Client.clean).
+    """
     secret = generate_client_secret() if confidential else ""
     if auth_method is None:
         auth_method = Client.AuthMethod.SECRET_BASIC if confidential else Client.AuthMethod.NONE
@@ -244,11 +280,59 @@ def client_create(
         client_secret=secret,
         token_endpoint_auth_method=auth_method,
         registration_source=Client.RegistrationSource.MANUAL,
+        registered_host=host,
     )
     client.full_clean()
     client.save()  # DOT hashes the secret on save
-    audit_record(event="client_created", client=client, detail={"confidential": confidential})
+    detail: dict[str, Any] = {"confidential": confidential}
+    if operator is not None:
+        detail["operator"] = _operator_label(operator)
+    audit_record(event="client_created", client=client, host=host, detail=detail)
     return client, (secret or None)
+
+
+def _operator_label(operator: Any) -> str:
+    return str(getattr(operator, "email", "") or operator.get_username())
+
+
+@transaction.atomic
+def client_rotate_secret(*, client: Client, operator: Any) -> str:
+    """A new secret for a confidential client, returned once; the old one stops working at once.
+
+    Only the hash is stored (DOT hashes on save), so the secret cannot be shown again later.
+    Tokens already issued stay valid: rotating a leaked secret is paired with
+    ``client_revoke_all_tokens`` when the tokens are suspect too.
+    """
+    if client.client_type != Client.CLIENT_CONFIDENTIAL:
+        raise ValueError("Only a confidential client has a secret to rotate.")
+    secret = generate_client_secret()
+    client.client_secret = secret
+    client.hash_client_secret = True
+    client.save(update_fields=["client_secret", "hash_client_secret", "updated"])
+    audit_record(
+        event="client_secret_rotated", client=client, user=operator, detail={"operator": _operator_label(operator)}
+    )
+    return secret
+
+
+@transaction.atomic
+def client_set_disabled(*, client: Client, disabled: bool, operator: Any) -> bool:
+    """Disable or re-enable a client; True when that changed anything.
+
+    A disabled client is not usable (``Client.is_usable``): DOT refuses its authorization and
+    token requests, and /mcp refuses its tokens on the next call. Tokens are kept, so enabling
+    the client again restores them; revoke them as well to end its sessions for good.
+    """
+    changed = Client.objects.filter(pk=client.pk).exclude(disabled=disabled).update(disabled=disabled)
+    client.disabled = disabled
+    if changed:
+        audit_record(
+            event="client_disabled" if disabled else "client_enabled",
+            client=client,
+            user=operator,
+            detail={"operator": _operator_label(operator)},
+        )
+    return bool(changed)
 
 
 def client_mark_used(*, client: Client | None) -> None:
@@ -285,6 +369,108 @@ def _registration_scope() -> str:
     from oauth2_provider.settings import oauth2_settings
 
     return str(oauth2_settings.DCR_REGISTRATION_SCOPE)
+
+
+# ---------------------------------------------------------------------------
+# Tokens: revocation by operators. Every /mcp call looks its token up, so a deleted
+# access token or a revoked refresh token is refused from the next request on.
+# ---------------------------------------------------------------------------
+def _revoke_tokens(*, user: Any = None, client: Client | None = None) -> int:
+    """Revoke the access tokens, refresh tokens and authorization codes of a person and/or a client.
+
+    Refresh tokens are marked revoked (DOT's ``revoke()``, which also deletes the bound access
+    token) rather than deleted: reuse detection needs the tombstone. Registration tokens
+    (RFC 7592, no user) are left alone. Returns how many credentials were revoked.
+    """
+    filters: dict[str, Any] = {}
+    if user is not None:
+        filters["user"] = user
+    if client is not None:
+        filters["application"] = client
+    if not filters:
+        raise ValueError("Name a person or a client.")
+    revoked = 0
+    for refresh_token in get_refresh_token_model().objects.filter(revoked__isnull=True, **filters):
+        refresh_token.revoke()
+        revoked += 1
+    access_tokens = get_access_token_model().objects.filter(user__isnull=False, **filters)
+    revoked += access_tokens.delete()[0]
+    revoked += get_grant_model().objects.filter(**filters).delete()[0]
+    return revoked
+
+
+@transaction.atomic
+def token_revoke(*, token: Any, operator: Any) -> None:
+    """Revoke one access token, refresh token or authorization code (RFC 7009 semantics).
+
+    An access token takes its refresh token with it (DOT's ``revoke_access_token``), so the
+    client cannot quietly mint a new one.
+    """
+    from oauth2_provider.models import revoke_access_token
+
+    kind = type(token).__name__
+    if isinstance(token, get_access_token_model()):
+        revoke_access_token(token)
+    elif isinstance(token, get_refresh_token_model()):
+        token.revoke()
+    elif isinstance(token, get_grant_model()):
+        token.delete()
+    else:
+        raise TypeError(f"cannot revoke a {kind}")
+    audit_record(
+        event="token_revoked",
+        user=token.user,
+        client=token.application,
+        detail={"operator": _operator_label(operator), "kind": kind, "id": token.pk},
+    )
+
+
+@transaction.atomic
+def user_revoke_all_tokens(*, user: User, operator: Any) -> int:
+    """Offboarding: every token and code the person holds, for every client, stops working now.
+
+    Their consents go too, so any client must ask them again. Deactivating the account
+    (``is_active``) is what stops them signing in again; this ends what is already out there.
+    """
+    revoked = _revoke_tokens(user=user)
+    consents = Consent.objects.filter(user=user).delete()[0]
+    audit_record(
+        event="token_revoked",
+        user=user,
+        detail={"operator": _operator_label(operator), "scope": "all of the person's", "count": revoked},
+    )
+    logger.info("revoked %d credentials and %d consents of %s", revoked, consents, user.get_username())
+    return revoked
+
+
+@transaction.atomic
+def client_revoke_all_tokens(*, client: Client, operator: Any) -> int:
+    """Every token and code issued to ``client``, for everyone, stops working now."""
+    revoked = _revoke_tokens(client=client)
+    audit_record(
+        event="token_revoked",
+        client=client,
+        detail={"operator": _operator_label(operator), "scope": "all of the client's", "count": revoked},
+    )
+    return revoked
+
+
+@transaction.atomic
+def consent_revoke(*, consent: Consent, operator: Any) -> int:
+    """Withdraw a person's approval of a client: the consent and the person's tokens for it.
+
+    The client must send the person through the consent page again to get a new token.
+    Returns how many credentials were revoked.
+    """
+    revoked = _revoke_tokens(user=consent.user, client=consent.client)
+    audit_record(
+        event="consent_revoked",
+        user=consent.user,
+        client=consent.client,
+        detail={"operator": _operator_label(operator), "scopes": consent.scopes, "count": revoked},
+    )
+    consent.delete()
+    return revoked
 
 
 # ---------------------------------------------------------------------------

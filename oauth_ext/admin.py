@@ -1,0 +1,587 @@
+"""The operators' console (Django admin): thin classes whose actions call oauth_ext.services.
+
+No secret or token value is ever rendered: tokens are listed by a fingerprint (the first
+characters of the SHA-256 checksum DOT stores for lookups, which cannot be reversed), and a
+client secret appears once, on the page that answers its creation or rotation, and is not
+stored anywhere it could be shown again.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+from oauth2_provider.models import (
+    get_access_token_model,
+    get_grant_model,
+    get_id_token_model,
+    get_refresh_token_model,
+)
+
+from . import services
+from .hosts import Host, configured_hosts
+from .models import AuditEvent, Client, Consent, RedirectAllowlistEntry, User
+from .scopes import BASIC_SCOPE, all_scopes
+from .selectors import CLIENT_KINDS, client_timeline
+
+AccessToken = get_access_token_model()
+RefreshToken = get_refresh_token_model()
+Grant = get_grant_model()
+IDToken = get_id_token_model()
+
+# DOT registers its own admin classes, which show masked token values; ours show none.
+for _model in (Client, AccessToken, RefreshToken, Grant, IDToken):
+    if admin.site.is_registered(_model):
+        admin.site.unregister(_model)
+
+FINGERPRINT_LENGTH = 12
+
+# Events written by the console's services, which AuditEvent.Kind does not list (yet).
+OPERATOR_EVENTS = {
+    "client_secret_rotated": "client secret rotated",
+    "client_disabled": "client disabled",
+    "client_enabled": "client enabled",
+    "consent_revoked": "consent revoked by operator",
+}
+
+
+def event_label(event: str) -> str:
+    return str(dict(AuditEvent.Kind.choices).get(event) or OPERATOR_EVENTS.get(event) or event)
+
+
+def fingerprint(checksum: str) -> str:
+    """A short, non-reversible handle for a token: the start of its SHA-256 checksum."""
+    return f"sha256:{checksum[:FINGERPRINT_LENGTH]}…" if checksum else "—"
+
+
+def _no_store(response: HttpResponse) -> HttpResponse:
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+# ---------------------------------------------------------------------------
+# Clients
+# ---------------------------------------------------------------------------
+class ClientCreateForm(forms.Form):
+    """An operator-made confidential client (Gemini Enterprise, Cursor Cloud Agents)."""
+
+    name = forms.CharField(max_length=255, help_text="Shown to people on the consent page.")
+    redirect_uris = forms.CharField(
+        label="Redirect URIs",
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="One per line. Loopback, or on the redirect URI allowlist, as for self-registered clients.",
+    )
+    scopes = forms.MultipleChoiceField(
+        choices=(),
+        initial=[BASIC_SCOPE],
+        widget=forms.CheckboxSelectMultiple,
+        help_text="The scopes to enter in the vendor's form.",
+    )
+    host = forms.ChoiceField(choices=(), label="Host it will use", help_text="Cloud connectors use the public host.")
+    auth_method = forms.ChoiceField(
+        label="Client authentication",
+        choices=[
+            (Client.AuthMethod.SECRET_BASIC, "client_secret_basic (HTTP Basic)"),
+            (Client.AuthMethod.SECRET_POST, "client_secret_post (in the form body)"),
+        ],
+        help_text="Both are accepted at the token endpoint; this is what the client is told.",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        scopes = self.fields["scopes"]
+        host = self.fields["host"]
+        assert isinstance(scopes, forms.MultipleChoiceField) and isinstance(host, forms.ChoiceField)
+        scopes.choices = [(name, f"{name}: {text}") for name, text in all_scopes().items()]
+        hosts = configured_hosts()
+        host.choices = [(h.name, f"{h.name} ({h.base_url})") for h in hosts]
+        self.fields["host"].initial = "public" if any(h.name == "public" for h in hosts) else hosts[0].name
+
+    def clean_redirect_uris(self) -> list[str]:
+        return self.cleaned_data["redirect_uris"].split()
+
+
+def _host(name: str) -> Host:
+    hosts = configured_hosts()
+    return next((h for h in hosts if h.name == name), hosts[0])
+
+
+def secret_page(
+    request: HttpRequest, model_admin: admin.ModelAdmin, client: Client, secret: str, scopes: list[str]
+) -> HttpResponse:
+    """The one page that shows a client secret: not cached, not stored, not shown again."""
+    host = _host(client.registered_host or "public")
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": f"Client secret for {client.name}",
+        "opts": model_admin.model._meta,
+        "client": client,
+        "values": [
+            ("Client ID", client.client_id),
+            ("Client secret", secret),
+            ("Authorization URL", host.url("/oauth/authorize")),
+            ("Token URL", host.url("/oauth/token")),
+            ("Scopes", " ".join(scopes)),
+            ("MCP server URL", host.resource),
+            ("Client authentication", client.token_endpoint_auth_method),
+        ],
+        "host": host,
+        "change_url": reverse("admin:oauth_ext_client_change", args=[client.pk]),
+    }
+    return _no_store(TemplateResponse(request, "admin/oauth_ext/client/secret.html", context))
+
+
+@admin.register(Client)
+class ClientAdmin(admin.ModelAdmin):
+    list_display = (
+        "name_or_id",
+        "kind",
+        "registered_from",
+        "registered_host",
+        "created",
+        "last_used_at",
+        "approvals",
+        "disabled",
+    )
+    list_filter = ("registration_source", "client_type", "registered_host", "disabled")
+    search_fields = ("name", "client_id", "software_id")
+    date_hierarchy = "created"
+    ordering = ("-created",)
+    actions = ("disable", "enable", "rotate_secret", "revoke_all_tokens")
+    readonly_fields = (
+        "client_id",
+        "kind",
+        "client_type",
+        "token_endpoint_auth_method",
+        "redirect_list",
+        "software_id",
+        "software_version",
+        "registered_from",
+        "registered_host",
+        "created",
+        "updated",
+        "last_used_at",
+        "approvals_link",
+        "timeline",
+    )
+    fieldsets = (
+        (None, {"fields": ("name", "client_id", "kind", "client_type", "token_endpoint_auth_method", "disabled")}),
+        ("Where it came from", {"fields": ("redirect_list", "software_id", "software_version")}),
+        (
+            "Use",
+            {"fields": ("registered_from", "registered_host", "created", "updated", "last_used_at", "approvals_link")},
+        ),
+        ("Timeline", {"fields": ("timeline",)}),
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Client]:
+        return super().get_queryset(request).annotate(approval_count=Count("consents"))
+
+    def get_urls(self) -> list[Any]:
+        urls = [
+            path("purge/", self.admin_site.admin_view(self.purge_view), name="oauth_ext_client_purge"),
+        ]
+        return urls + super().get_urls()
+
+    # -- columns -----------------------------------------------------------------------
+    @admin.display(description="name", ordering="name")
+    def name_or_id(self, obj: Client) -> str:
+        return obj.name or obj.client_id
+
+    @admin.display(description="kind", ordering="registration_source")
+    def kind(self, obj: Client) -> str:
+        return str(CLIENT_KINDS.get(obj.registration_source, obj.registration_source))
+
+    @admin.display(description="people who approved", ordering="approval_count")
+    def approvals(self, obj: Client) -> int:
+        return int(getattr(obj, "approval_count", 0))
+
+    @admin.display(description="people who approved")
+    def approvals_link(self, obj: Client) -> SafeString:
+        url = reverse("admin:oauth_ext_consent_changelist") + f"?client__id__exact={obj.pk}"
+        return format_html('<a href="{}">{} (see the grants)</a>', url, self.approvals(obj))
+
+    @admin.display(description="redirect URIs")
+    def redirect_list(self, obj: Client) -> SafeString:
+        return format_html_join("", "<code>{}</code><br>", ((u,) for u in obj.redirect_uris.split()))
+
+    @admin.display(description="timeline (from the audit trail)")
+    def timeline(self, obj: Client) -> SafeString:
+        stages, stalled = client_timeline(client=obj)
+        rows = format_html_join(
+            "",
+            '<tr class="{}"><th scope="row">{}</th><td>{}</td><td>{}</td><td>{}</td></tr>',
+            (
+                (
+                    "mcpgate-problem" if s.problem and s.count else ("" if s.count else "mcpgate-missing"),
+                    s.label,
+                    s.count,
+                    s.first.strftime("%Y-%m-%d %H:%M:%S") if s.first else "—",
+                    s.last.strftime("%Y-%m-%d %H:%M:%S") if s.last else "—",
+                )
+                for s in stages
+            ),
+        )
+        verdict = (
+            format_html('<p class="mcpgate-stalled">Stalled before: <strong>{}</strong></p>', stalled)
+            if stalled
+            else format_html("<p>Reached /mcp.</p>")
+        )
+        events = reverse("admin:oauth_ext_auditevent_changelist") + f"?client__id__exact={obj.pk}"
+        return format_html(
+            '{}<table class="mcpgate-timeline"><caption>Stages, in the order a working client goes through them'
+            '</caption><thead><tr><th scope="col">stage</th><th scope="col">count</th><th scope="col">first (UTC)</th>'
+            '<th scope="col">latest (UTC)</th></tr></thead><tbody>{}</tbody></table>'
+            '<p><a href="{}">All of this client\'s events</a></p>',
+            verdict,
+            rows,
+            events,
+        )
+
+    # -- add: our form, the service, and the one-time secret page ------------------------
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None) -> Any:
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = ClientCreateForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                client, secret = services.client_create(
+                    name=data["name"],
+                    redirect_uris=data["redirect_uris"],
+                    confidential=True,
+                    auth_method=data["auth_method"],
+                    host=data["host"],
+                    operator=request.user,
+                )
+            except ValidationError as error:
+                for field, problems in error.message_dict.items():
+                    form.add_error(field if field in form.fields else None, problems)
+            else:
+                assert secret is not None
+                return secret_page(request, self, client, secret, data["scopes"])
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Add a confidential client",
+            "opts": self.model._meta,
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/oauth_ext/client/create.html", context)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Client | None = None) -> bool:
+        # Deleting hides what happened; disable instead, or purge unused clients.
+        return False
+
+    def save_model(self, request: HttpRequest, obj: Client, form: Any, change: bool) -> None:
+        """Only the name is edited here; disabling goes through the service (audited)."""
+        if "disabled" in form.changed_data:
+            services.client_set_disabled(client=obj, disabled=obj.disabled, operator=request.user)
+        if "name" in form.changed_data:
+            obj.save(update_fields=["name", "updated"])
+
+    # -- actions -----------------------------------------------------------------------
+    @admin.action(description="Disable selected clients (their tokens stop working at once)")
+    def disable(self, request: HttpRequest, queryset: QuerySet[Client]) -> None:
+        n = sum(services.client_set_disabled(client=c, disabled=True, operator=request.user) for c in queryset)
+        self.message_user(request, f"Disabled {n} client(s).", messages.SUCCESS)
+
+    @admin.action(description="Enable selected clients")
+    def enable(self, request: HttpRequest, queryset: QuerySet[Client]) -> None:
+        n = sum(services.client_set_disabled(client=c, disabled=False, operator=request.user) for c in queryset)
+        self.message_user(request, f"Enabled {n} client(s).", messages.SUCCESS)
+
+    @admin.action(description="Rotate the secret of the selected confidential client")
+    def rotate_secret(self, request: HttpRequest, queryset: QuerySet[Client]) -> HttpResponse | None:
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one client to rotate its secret.", messages.WARNING)
+            return None
+        client = queryset.get()
+        if client.client_type != Client.CLIENT_CONFIDENTIAL:
+            self.message_user(request, "A public client has no secret.", messages.ERROR)
+            return None
+        secret = services.client_rotate_secret(client=client, operator=request.user)
+        return secret_page(request, self, client, secret, [BASIC_SCOPE])
+
+    @admin.action(description="Revoke all tokens of the selected clients")
+    def revoke_all_tokens(self, request: HttpRequest, queryset: QuerySet[Client]) -> None:
+        n = sum(services.client_revoke_all_tokens(client=c, operator=request.user) for c in queryset)
+        self.message_user(request, f"Revoked {n} token(s) and code(s).", messages.SUCCESS)
+
+    # -- purge ---------------------------------------------------------------------------
+    def purge_view(self, request: HttpRequest) -> HttpResponse:
+        """Purge self-registered clients never used and older than N days (also a command)."""
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        form = PurgeForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            from datetime import timedelta
+
+            n = services.clients_purge_unused(older_than=timedelta(days=form.cleaned_data["days"]))
+            self.message_user(request, f"Purged {n} unused client(s).", messages.SUCCESS)
+            return HttpResponseRedirect(reverse("admin:oauth_ext_client_changelist"))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Purge unused clients",
+            "opts": self.model._meta,
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/oauth_ext/client/purge.html", context)
+
+
+class PurgeForm(forms.Form):
+    days = forms.IntegerField(
+        min_value=1,
+        initial=7,
+        label="Registered more than this many days ago",
+        help_text="Self-registered clients that never obtained a token; operator-made clients are never purged.",
+    )
+
+
+# ---------------------------------------------------------------------------
+# Grants (consents), tokens and codes
+# ---------------------------------------------------------------------------
+def _last_tool_call(user_field: str, client_field: str) -> Subquery:
+    return Subquery(
+        AuditEvent.objects.filter(event="tool_call", user=OuterRef(user_field), client=OuterRef(client_field))
+        .order_by("-created")
+        .values("created")[:1]
+    )
+
+
+@admin.register(Consent)
+class ConsentAdmin(admin.ModelAdmin):
+    """What each person approved for each client; revoking also ends their tokens for it."""
+
+    list_display = ("user", "client", "scope_list", "created", "updated", "host", "last_tool_call")
+    list_filter = ("host", ("client", admin.RelatedOnlyFieldListFilter), ("user", admin.RelatedOnlyFieldListFilter))
+    list_select_related = ("user", "client")
+    search_fields = ("user__username", "user__email", "client__name", "client__client_id")
+    actions = ("revoke",)
+    readonly_fields = ("user", "client", "scopes", "host", "created", "updated")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Consent]:
+        return super().get_queryset(request).annotate(last_call=_last_tool_call("user", "client"))
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Consent | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Consent | None = None) -> bool:
+        return False
+
+    @admin.display(description="scopes")
+    def scope_list(self, obj: Consent) -> str:
+        return " ".join(obj.scopes)
+
+    @admin.display(description="last /mcp call", ordering="last_call")
+    def last_tool_call(self, obj: Consent) -> Any:
+        return getattr(obj, "last_call", None) or "—"
+
+    @admin.action(description="Revoke selected grants (consent and the person's tokens for that client)")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[Consent]) -> None:
+        grants = list(queryset.select_related("user", "client"))
+        for consent in grants:
+            services.consent_revoke(consent=consent, operator=request.user)
+        self.message_user(request, f"Revoked {len(grants)} grant(s).", messages.SUCCESS)
+
+
+class CredentialAdmin(admin.ModelAdmin):
+    """Read-only lists of issued credentials, revocable, never showing a value."""
+
+    list_select_related = ("user", "application")
+    search_fields = ("user__username", "application__name", "application__client_id")
+    list_filter = (("application", admin.RelatedOnlyFieldListFilter),)
+    actions: tuple[str, ...] = ("revoke",)
+    exclude = ("token", "code", "token_checksum", "code_challenge", "nonce", "claims")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # A raw delete would keep a refresh token alive or lose the reuse tombstone: revoke instead.
+        return False
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        excluded = set(self.exclude or ())
+        return [f.name for f in self.model._meta.concrete_fields if f.name not in excluded] + ["fingerprint"]
+
+    @admin.display(description="fingerprint")
+    def fingerprint(self, obj: Any) -> str:
+        return fingerprint(getattr(obj, "token_checksum", ""))
+
+    @admin.action(description="Revoke selected (takes effect on the next request)")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        items = list(queryset)
+        for item in items:
+            services.token_revoke(token=item, operator=request.user)
+        self.message_user(request, f"Revoked {len(items)}.", messages.SUCCESS)
+
+
+@admin.register(AccessToken)
+class AccessTokenAdmin(CredentialAdmin):
+    list_display = ("id", "fingerprint", "user", "application", "scope", "created", "expires")
+    date_hierarchy = "created"
+
+
+@admin.register(RefreshToken)
+class RefreshTokenAdmin(CredentialAdmin):
+    list_display = ("id", "fingerprint", "user", "application", "created", "revoked")
+    list_filter = ("revoked", ("application", admin.RelatedOnlyFieldListFilter))  # type: ignore[assignment]
+
+
+@admin.register(Grant)
+class GrantAdmin(CredentialAdmin):
+    """Authorization codes not yet exchanged (they live a minute)."""
+
+    list_display = ("id", "user", "application", "redirect_uri", "created", "expires")
+
+    @admin.display(description="fingerprint")
+    def fingerprint(self, obj: Any) -> str:
+        return "—"  # codes are stored in clear: nothing of them is shown
+
+
+@admin.register(IDToken)
+class IDTokenAdmin(CredentialAdmin):
+    list_display = ("jti", "user", "application", "created", "expires")
+    actions = ()
+
+    @admin.display(description="fingerprint")
+    def fingerprint(self, obj: Any) -> str:
+        return "—"
+
+
+# ---------------------------------------------------------------------------
+# People
+# ---------------------------------------------------------------------------
+@admin.register(User)
+class UserAdmin(DjangoUserAdmin):
+    list_display = ("username", "is_active", "is_staff", "last_sign_in_host", "last_login", "consent_count")
+    list_filter = ("is_active", "is_staff", "last_sign_in_host")
+    fieldsets = (
+        (None, {"fields": ("username", "email", "is_active")}),
+        ("From oauth2-proxy", {"fields": ("proxy_subject", "proxy_groups", "last_sign_in_host")}),
+        ("Rights (set from MCPGATE_OPERATOR_EMAILS / _GROUPS at sign-in)", {"fields": ("is_staff", "is_superuser")}),
+        ("Dates", {"fields": ("last_login", "date_joined")}),
+    )
+    readonly_fields = ("proxy_subject", "proxy_groups", "last_sign_in_host", "last_login", "date_joined")
+    actions = ("revoke_all_tokens",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[User]:
+        return super().get_queryset(request).annotate(n_consents=Count("consents"))
+
+    @admin.display(description="grants", ordering="n_consents")
+    def consent_count(self, obj: User) -> SafeString:
+        url = reverse("admin:oauth_ext_consent_changelist") + f"?user__id__exact={obj.pk}"
+        return format_html('<a href="{}">{}</a>', url, getattr(obj, "n_consents", 0))
+
+    @admin.action(description="Offboard: revoke all tokens and grants of the selected people")
+    def revoke_all_tokens(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        n = sum(services.user_revoke_all_tokens(user=u, operator=request.user) for u in queryset)
+        self.message_user(request, f"Revoked {n} token(s) and code(s).", messages.SUCCESS)
+
+
+@admin.register(RedirectAllowlistEntry)
+class RedirectAllowlistEntryAdmin(admin.ModelAdmin):
+    list_display = ("uri", "match", "note", "created")
+    search_fields = ("uri", "note")
+
+
+# ---------------------------------------------------------------------------
+# Audit trail: read-only, filterable, exportable
+# ---------------------------------------------------------------------------
+class EventFilter(admin.SimpleListFilter):
+    title = "event"
+    parameter_name = "event"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [*AuditEvent.Kind.choices, *OPERATOR_EVENTS.items()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[AuditEvent]) -> QuerySet[AuditEvent]:
+        return queryset.filter(event=self.value()) if self.value() else queryset
+
+
+CSV_COLUMNS = ("created", "event", "email", "client_label", "client_id", "host", "ip", "detail")
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    list_display = ("created", "event_name", "email", "client_label", "host", "ip", "detail_summary")
+    list_filter = (
+        EventFilter,
+        "host",
+        ("created", admin.DateFieldListFilter),
+        ("user", admin.RelatedOnlyFieldListFilter),
+        ("client", admin.RelatedOnlyFieldListFilter),
+    )
+    search_fields = ("email", "client_label")
+    date_hierarchy = "created"
+    show_full_result_count = False
+    list_per_page = 100
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: AuditEvent | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: AuditEvent | None = None) -> bool:
+        return False
+
+    @admin.display(description="event", ordering="event")
+    def event_name(self, obj: AuditEvent) -> str:
+        return event_label(obj.event)
+
+    @admin.display(description="detail")
+    def detail_summary(self, obj: AuditEvent) -> str:
+        return ", ".join(f"{k}={v}" for k, v in (obj.detail or {}).items())[:200]
+
+    def get_urls(self) -> list[Any]:
+        export = path("export.csv", self.admin_site.admin_view(self.export_csv), name="oauth_ext_auditevent_export")
+        return [export, *super().get_urls()]
+
+    def export_csv(self, request: HttpRequest) -> StreamingHttpResponse:
+        """The changelist's rows, with its filters and search applied, streamed as CSV."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        changelist = self.get_changelist_instance(request)
+        rows = changelist.get_queryset(request).select_related("client").order_by("-created")
+        writer = csv.writer(_Echo())
+
+        def lines() -> Iterator[str]:
+            yield writer.writerow(CSV_COLUMNS)
+            for event in rows.iterator(chunk_size=2000):
+                client_id = event.client.client_id if event.client else ""
+                values = (event.event, event.email, event.client_label, client_id, event.host, event.ip or "")
+                yield writer.writerow([event.created.isoformat(), *map(_cell, values), _cell(event.detail)])
+
+        response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = 'attachment; filename="mcpgate-audit.csv"'
+        return response
+
+
+def _cell(value: Any) -> str:
+    """A CSV cell; text a spreadsheet would take for a formula gets a leading quote (CSV injection)."""
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
