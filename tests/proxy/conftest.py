@@ -41,5 +41,8 @@ def _deploy(
 def deployed(
     oauth2_proxy_binary: None, django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Deployment]:
-    """mcpgate in the default identity mode (oauth2-proxy's X-Forwarded-* headers)."""
-    yield from _deploy("headers", {}, django_db_blocker, tmp_path_factory)
+    """mcpgate in the default identity mode (oauth2-proxy's X-Forwarded-* headers).
+
+    No refresh grace window: a rotated-out refresh token presented again is reuse, at once.
+    """
+    yield from _deploy("headers", {"MCPGATE_REFRESH_GRACE_SECONDS": "0"}, django_db_blocker, tmp_path_factory)

@@ -93,7 +93,9 @@ class Deployment:
         """An HTTP client (an MCP client's machine side) for one host, through oauth2-proxy."""
         return httpx2.Client(base_url=self.base(host), trust_env=False, timeout=20.0, **kwargs)
 
-    def direct(self, replica: str = "a", *, host: str = "internal", local_address: str = UNTRUSTED_ADDRESS) -> httpx2.Client:
+    def direct(
+        self, replica: str = "a", *, host: str = "internal", local_address: str = UNTRUSTED_ADDRESS
+    ) -> httpx2.Client:
         """Straight to a gunicorn, around oauth2-proxy, from ``local_address``, naming ``host``."""
         gunicorn = self.gunicorns[replica]
         return httpx2.Client(

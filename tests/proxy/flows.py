@@ -19,7 +19,9 @@ CLAUDE_CALLBACK = "https://claude.ai/api/mcp/auth_callback"
 GEMINI_CALLBACK = "https://vertexaisearch.cloud.google.com/oauth-redirect"
 
 
-def register(http: httpx2.Client, discovery: Discovery, name: str, redirect_uri: str, auth_method: str) -> dict[str, Any]:
+def register(
+    http: httpx2.Client, discovery: Discovery, name: str, redirect_uri: str, auth_method: str
+) -> dict[str, Any]:
     """RFC 7591 registration, as the client named would send it."""
     response = http.post(
         discovery.endpoint("registration"),
