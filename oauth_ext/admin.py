@@ -159,6 +159,7 @@ class ClientAdmin(admin.ModelAdmin):
     search_fields = ("name", "client_id", "software_id")
     date_hierarchy = "created"
     ordering = ("-created",)
+    view_on_site = False  # DOT's application pages are not served here
     actions = ("disable", "enable", "rotate_secret", "revoke_all_tokens")
     readonly_fields = (
         "client_id",
