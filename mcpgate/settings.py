@@ -154,6 +154,19 @@ if MCPGATE_TRUSTED_PROXIES and not MCPGATE_EMAIL_DOMAINS:
 MCPGATE_EMAIL_HEADER = envstr("MCPGATE_EMAIL_HEADER", "X-Forwarded-Email")
 MCPGATE_USER_HEADER = envstr("MCPGATE_USER_HEADER", "X-Forwarded-User")
 MCPGATE_GROUPS_HEADER = envstr("MCPGATE_GROUPS_HEADER", "X-Forwarded-Groups")
+# Verified identity: "headers" believes the email header from a trusted proxy; "id_token" instead
+# verifies the identity provider's ID token the proxy forwards (signature by the provider's JWKS,
+# issuer, audience = oauth2-proxy's client id, expiry, and Google's hd claim in MCPGATE_EMAIL_DOMAINS).
+MCPGATE_IDENTITY_MODE = envstr("MCPGATE_IDENTITY_MODE", "headers")
+if MCPGATE_IDENTITY_MODE not in ("headers", "id_token"):
+    raise ImproperlyConfigured(f"MCPGATE_IDENTITY_MODE must be headers or id_token, not {MCPGATE_IDENTITY_MODE!r}")
+MCPGATE_ID_TOKEN_HEADER = envstr("MCPGATE_ID_TOKEN_HEADER", "X-Forwarded-Id-Token")
+MCPGATE_OIDC_ISSUER = envstr("MCPGATE_OIDC_ISSUER", "https://accounts.google.com")
+MCPGATE_OIDC_JWKS_URL = envstr("MCPGATE_OIDC_JWKS_URL")  # unset: jwks_uri from the issuer's discovery document
+MCPGATE_OIDC_AUDIENCE = envstr("MCPGATE_OIDC_AUDIENCE")
+MCPGATE_OIDC_JWKS_CACHE_SECONDS = envint("MCPGATE_OIDC_JWKS_CACHE_SECONDS", "3600", minimum=60)
+if MCPGATE_IDENTITY_MODE == "id_token" and not MCPGATE_OIDC_AUDIENCE:
+    raise ImproperlyConfigured("MCPGATE_IDENTITY_MODE=id_token: set MCPGATE_OIDC_AUDIENCE to oauth2-proxy's client id.")
 # Operators: people (by email) or oauth2-proxy groups who get the admin console. Re-read at every
 # proxy sign-in, so removing someone here takes their rights away on their next request.
 MCPGATE_OPERATOR_EMAILS = [e.lower() for e in envlist("MCPGATE_OPERATOR_EMAILS")]

@@ -13,7 +13,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
 from .hosts import host_for_netloc
-from .identity import ProxyIdentity, SignInRefused, identity_meta_keys
+from .identity import ProxyIdentity, SignInRefused, identity_from_meta, identity_meta_keys
 
 logger = logging.getLogger(__name__)
 
@@ -104,20 +104,27 @@ class HostMiddleware:
 
 
 class ProxyIdentityMiddleware:
-    """Sign the person in from oauth2-proxy's forwarded identity headers.
+    """Sign the person in from oauth2-proxy's forwarded identity headers (or its ID token).
 
-    Only headers that survived TrustedProxyMiddleware are seen here, so this trusts what it
-    reads. The session is (re)established when the header names someone else than the
-    session's user; recorded groups follow the header on every request. An address outside
-    MCPGATE_EMAIL_DOMAINS (defence in depth: oauth2-proxy restricts too) or a disabled
-    account is refused with a 403 page rather than silently treated as anonymous.
+    Only headers that survived TrustedProxyMiddleware are seen here. With
+    MCPGATE_IDENTITY_MODE=headers this trusts what it reads; with ``id_token`` the person is
+    whoever the provider's verified ID token names (oauth_ext.identity.identity_from_meta), and a
+    token that fails verification is refused with a 403 page. The session is (re)established
+    when the header names someone else than the session's user; recorded groups follow the
+    header on every request. An address outside MCPGATE_EMAIL_DOMAINS (defence in depth:
+    oauth2-proxy restricts too) or a disabled account is refused with a 403 page rather than
+    silently treated as anonymous.
     """
 
     def __init__(self, get_response: Handler) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        identity = ProxyIdentity.from_meta(request.META)
+        try:
+            identity = identity_from_meta(request.META)
+        except SignInRefused as bad_token:
+            logger.warning("refused a forwarded identity from %s: %s", request.META.get("REMOTE_ADDR", ""), bad_token)
+            return render(request, "oauth_ext/refused.html", {"reason": str(bad_token)}, status=403)
         if identity is not None:
             refusal = self._sign_in(request, identity)
             if refusal is not None:
