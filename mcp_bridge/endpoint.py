@@ -27,12 +27,13 @@ from rest_framework.exceptions import AuthenticationFailed
 
 from oauth_ext.hosts import host_for_request
 from oauth_ext.middleware import HostMiddleware, TrustedProxyMiddleware
+from oauth_ext.scopes import BASIC_SCOPE
 
 from .authentication import MCPBearerAuthentication
 from .context import ToolContext
 from .origins import origin_allowed
 from .registry import registry
-from .server import CONTEXT_KEY, build_server, build_session_manager
+from .server import CONTEXT_KEY, audit_tool_call, build_server, build_session_manager
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,9 @@ class _Gate:
         missing = self._missing_scopes(context)
         if missing:
             return self._insufficient_scope(request, context, missing)
+        if BASIC_SCOPE not in context.scopes:
+            # The basic scope is what admits a client to /mcp at all (PRM scopes_supported).
+            return self._insufficient_scope(request, context, frozenset({BASIC_SCOPE}))
         self.context = context
         return HttpResponse(status=204)
 
@@ -135,24 +139,35 @@ class _Gate:
         except (ValueError, RecursionError):
             return None
 
-    def _missing_scopes(self, context: ToolContext) -> frozenset[str]:
-        """A tools/call for a tool needing scopes the token lacks: the client should step up."""
+    @cached_property
+    def called_tool(self) -> str | None:
+        """The tool name of a tools/call request, if this is one."""
         message = self.message
         if not isinstance(message, dict) or message.get("method") != "tools/call":
-            return frozenset()
+            return None
         params = message.get("params")
         name = params.get("name") if isinstance(params, dict) else None
-        tool = registry.get(name) if isinstance(name, str) else None
+        return name if isinstance(name, str) else None
+
+    def _missing_scopes(self, context: ToolContext) -> frozenset[str]:
+        """A tools/call for a tool needing scopes the token lacks: the client should step up."""
+        tool = registry.get(self.called_tool) if self.called_tool else None
         if tool is None or not tool.visible_to(context):
             return frozenset()
         return tool.missing_scopes(context.scopes)
 
-    @staticmethod
-    def _insufficient_scope(request: HttpRequest, context: ToolContext, missing: frozenset[str]) -> HttpResponse:
-        """RFC 6750 §3.1 insufficient_scope (403) naming every scope to ask for (checklist R4)."""
+    def _insufficient_scope(self, request: HttpRequest, context: ToolContext, missing: frozenset[str]) -> HttpResponse:
+        """RFC 6750 §3.1 insufficient_scope (403) naming every scope to ask for (checklist R4).
+
+        A refused tools/call is audited like a served one (outcome ``insufficient_scope``).
+        """
+        if self.called_tool:
+            audit_tool_call(context, self.called_tool, outcome="insufficient_scope", duration_ms=0.0, arguments=None)
         wanted = " ".join(sorted(context.scopes | missing))
-        description = f"This tool needs the scope(s): {' '.join(sorted(missing))}."
+        needs = "This tool needs" if self.called_tool else "This server needs"
+        description = f"{needs} the scope(s): {' '.join(sorted(missing))}."
         response = JsonResponse({"error": "insufficient_scope", "error_description": description}, status=403)
+        response["Cache-Control"] = "no-store"
         response["WWW-Authenticate"] = build_bearer_challenge(
             request,
             oauth2_error={"error": "insufficient_scope", "scope": wanted, "error_description": description},

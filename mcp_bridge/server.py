@@ -58,6 +58,9 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.Call
     caller = _tool_context(ctx)
     tool = registry.get(params.name)
     if tool is None or not tool.visible_to(caller):
+        await sync_to_async(audit_tool_call, thread_sensitive=False)(
+            caller, params.name, outcome="unknown_tool", duration_ms=0.0, arguments=None
+        )
         raise MCPError(types.INVALID_PARAMS, f"Unknown tool: {params.name}")
     # The tool's own work and the audit row share one worker thread (Django ORM is sync).
     return await sync_to_async(run_tool, thread_sensitive=False)(tool, caller, dict(params.arguments or {}))
@@ -92,20 +95,31 @@ def run_tool(tool: Tool, caller: ToolContext, arguments: dict[str, Any]) -> type
             logger.exception("tool %s failed", tool.name)
             result = _error_result(f"The tool {tool.name} failed; the error has been logged.")
             outcome = "error"
+    audit_tool_call(
+        caller,
+        tool.name,
+        outcome=outcome,
+        duration_ms=round((time.perf_counter() - started) * 1000, 2),
+        arguments=arguments,
+    )
+    return result
+
+
+def audit_tool_call(
+    caller: ToolContext, tool: str, *, outcome: str, duration_ms: float, arguments: dict[str, Any] | None
+) -> None:
+    """The audit row of one tools/call (the one write on the hot path): never the argument values."""
+    detail: dict[str, Any] = {"tool": tool[:128], "outcome": outcome, "duration_ms": duration_ms}
+    if arguments is not None:
+        detail["arguments_sha256"] = arguments_digest(arguments)
     audit_record(
         event="tool_call",
         user=caller.user,
         client=caller.client,
         host=caller.host.name,
         ip=caller.client_ip,
-        detail={
-            "tool": tool.name,
-            "outcome": outcome,
-            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-            "arguments_sha256": arguments_digest(arguments),
-        },
+        detail=detail,
     )
-    return result
 
 
 def _error_result(message: str) -> types.CallToolResult:

@@ -11,7 +11,7 @@ MAX_NOTE_LENGTH = 2000
 
 class Note(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notes")
-    text = models.TextField()
+    text = models.TextField(error_messages={"blank": "A note cannot be empty."})
     created = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
@@ -21,7 +21,5 @@ class Note(models.Model):
         return self.text[:60]
 
     def clean(self) -> None:
-        if not self.text.strip():
-            raise ValidationError({"text": "A note cannot be empty."})
         if len(self.text) > MAX_NOTE_LENGTH:
             raise ValidationError({"text": f"A note can be at most {MAX_NOTE_LENGTH} characters."})

@@ -80,13 +80,17 @@ class _TokenLookup:
 
     def _fetch_prepared(self, connection: Any, checksum: str) -> Any:
         """On PostgreSQL, a server-side prepared statement: planning the three-table join on every
-        call costs more than running it. Django binds parameters client-side (no preparing), so
-        this one statement uses a server-binding psycopg cursor on Django's own connection."""
+        call costs more than running it. Django binds parameters client-side (nothing to prepare),
+        so this one statement runs on a server-binding psycopg cursor, which prepares a statement
+        it has seen a few times; wrapped in Django's own cursor wrapper, so errors, execute
+        wrappers and the query log (assertNumQueries) see it like any other query."""
         import psycopg
 
         connection.ensure_connection()
-        with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-            cursor.execute(self.sql, [checksum], prepare=True)
+        raw = psycopg.Cursor(connection.connection)
+        wrapped = connection.make_debug_cursor(raw) if connection.queries_logged else connection.make_cursor(raw)
+        with wrapped as cursor:
+            cursor.execute(self.sql, [checksum])
             return cursor.fetchone()
 
     def _from_db(self, index: int, values: Sequence[Any]) -> Any:

@@ -19,7 +19,6 @@ from typing import Any
 
 import httpx2
 import pytest
-from django.db import connection
 from oauth2_provider.models import get_access_token_model, get_refresh_token_model
 
 from oauth_ext.models import Client, User
@@ -237,13 +236,6 @@ def test_a_retry_inside_the_grace_window_gets_a_sibling_pair(gunicorn_server: Gu
             assert_invalid_grant(refresh(client, discovery, pair["refresh_token"], client_id=client_id))
 
 
-@pytest.mark.xfail(
-    connection.vendor == "sqlite",
-    strict=False,
-    reason="app bug (oauth_ext/validators.py MCPGateValidator.validate_refresh_token): the grace check and "
-    "DOT's lookup read the token at two moments; when the other request's rotation commits in between, DOT "
-    "sees a revoked token with no grace of its own and revokes the family. Seen in ~5% of pairs on SQLite.",
-)
 def test_concurrent_refreshes_with_one_token_both_succeed(gunicorn_server: GunicornServer) -> None:
     """Two refreshes with one refresh token at the same moment both succeed, and neither logs the other out.
 

@@ -157,3 +157,21 @@ async def test_argument_values_and_tokens_are_never_recorded_or_logged(mcp, alic
     assert caplog.records  # the check below looked at something
     assert SECRET not in caplog.text
     assert alice_writer not in caplog.text
+
+
+async def test_unknown_tool_call_is_audited(mcp, alice_token) -> None:
+    response = await mcp.post("/mcp", json=call("no_such_tool"), headers=bearer(alice_token))
+
+    assert response.json()["error"]["code"] == -32602
+    [row] = await tool_calls()
+    assert row.detail == {"tool": "no_such_tool", "outcome": "unknown_tool", "duration_ms": 0.0}
+
+
+async def test_call_refused_for_scope_is_audited(mcp, alice_token) -> None:
+    response = await mcp.post("/mcp", json=call("add_note", {"text": SECRET}), headers=bearer(alice_token))
+
+    assert response.status_code == 403
+    assert response.headers["cache-control"] == "no-store"
+    [row] = await tool_calls()
+    assert row.detail == {"tool": "add_note", "outcome": "insufficient_scope", "duration_ms": 0.0}
+    assert SECRET not in await all_audit_text()

@@ -377,3 +377,20 @@ def test_drf_view_outside_the_resource_refuses_an_mcp_token(alice_token) -> None
 
     assert response.status_code == 401
     assert response["WWW-Authenticate"] == challenge(description="The access token is not valid for this resource.")
+
+
+@pytest.fixture
+def notes_only_token(alice, make_token) -> str:
+    return make_token(alice, scope="notes:write")
+
+
+async def test_token_without_the_basic_scope_is_refused_with_insufficient_scope(mcp, notes_only_token) -> None:
+    """The basic scope (PRM scopes_supported) is what admits a client to /mcp at all (R4)."""
+    response = await mcp.post("/mcp", json=rpc("tools/list"), headers=bearer(notes_only_token))
+
+    assert response.status_code == 403
+    assert response.json() == {
+        "error": "insufficient_scope",
+        "error_description": "This server needs the scope(s): mcp.",
+    }
+    assert response.headers["www-authenticate"].startswith('Bearer error="insufficient_scope",scope="mcp notes:write"')

@@ -10,22 +10,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
-from django.db import connection
-
 from mcp_bridge.endpoint import admit
 from mcp_bridge.registry import registry
 from mcp_bridge.server import run_tool
 from tests.mcp_bridge.conftest import PEER, call, rpc
-
-# On PostgreSQL the token SELECT runs on a raw psycopg cursor (a server-side prepared statement,
-# oauth_ext/fastpath.py) that Django's query capture does not see, so the count there is short
-# by one. Strict: once that statement is logged like any other, these pass and the mark must go.
-invisible_token_query = pytest.mark.xfail(
-    connection.vendor == "postgresql",
-    reason="oauth_ext.fastpath's prepared token SELECT bypasses Django's query log",
-    strict=True,
-)
 
 
 def scope_for(token: str | None, body: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
@@ -55,7 +43,6 @@ def scope_for(token: str | None, body: dict[str, Any]) -> tuple[dict[str, Any], 
     return scope, json.dumps(body).encode()
 
 
-@invisible_token_query
 def test_authenticated_tools_call_costs_two_queries(alice_token, django_assert_num_queries) -> None:
     scope, body = scope_for(alice_token, call("whoami"))
     whoami = registry.get("whoami")
@@ -72,7 +59,6 @@ def test_authenticated_tools_call_costs_two_queries(alice_token, django_assert_n
     assert insert.startswith("INSERT INTO") and "oauth_ext_auditevent" in insert
 
 
-@invisible_token_query
 def test_admitting_any_other_request_costs_one_query(alice_token, django_assert_num_queries) -> None:
     scope, body = scope_for(alice_token, rpc("tools/list"))
 
