@@ -8,7 +8,7 @@ import os
 bind = os.environ.get("MCPGATE_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("MCPGATE_WORKERS", "2"))
 # ASGI (mcpgate.asgi:application): /mcp is the MCP SDK's ASGI transport; Django serves the rest.
-worker_class = os.environ.get("MCPGATE_WORKER_CLASS", "sync")
+worker_class = os.environ.get("MCPGATE_WORKER_CLASS", "uvicorn_worker.UvicornWorker")
 timeout = 30
 graceful_timeout = 20
 # The app decides what to trust from MCPGATE_TRUSTED_PROXIES; gunicorn must not rewrite
