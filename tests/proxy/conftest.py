@@ -25,19 +25,22 @@ def _deploy(
     mcpgate_env: dict[str, str],
     django_db_blocker: Any,
     tmp_path_factory: pytest.TempPathFactory,
+    replicas: tuple[str, ...] = ("a", "b"),
 ) -> Iterator[Deployment]:
     from django.db import connection
 
     with django_db_blocker.unblock():
         settings_dict = dict(connection.settings_dict)
     workdir = tmp_path_factory.mktemp(f"deployment-{mode}")
-    with deployment(mode=mode, db_settings=settings_dict, workdir=workdir, mcpgate_env=mcpgate_env) as deployed:
+    with deployment(
+        mode=mode, db_settings=settings_dict, workdir=workdir, mcpgate_env=mcpgate_env, replicas=replicas
+    ) as deployed:
         yield deployed
         log = deployed.logs()
     assert "Traceback" not in log, log
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def deployed(
     oauth2_proxy_binary: None, django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Deployment]:
@@ -46,3 +49,11 @@ def deployed(
     No refresh grace window: a rotated-out refresh token presented again is reuse, at once.
     """
     yield from _deploy("headers", {"MCPGATE_REFRESH_GRACE_SECONDS": "0"}, django_db_blocker, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def deployed_id_token(
+    oauth2_proxy_binary: None, django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployment]:
+    """mcpgate in MCPGATE_IDENTITY_MODE=id_token behind the same oauth2-proxy configuration (one replica)."""
+    yield from _deploy("id_token", {}, django_db_blocker, tmp_path_factory, replicas=("a",))

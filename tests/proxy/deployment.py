@@ -7,11 +7,12 @@ browser / MCP client ─► oauth2-proxy "internal" 127.0.0.1:PI ─┐
                            └─ signs people in with the mock OIDC provider (Google's stand-in)
 ```
 
-Each oauth2-proxy runs ``--config deploy/oauth2-proxy.cfg`` plus only what a deployment sets per
-instance: the provider (``oidc`` with the mock's issuer, where production says ``google``), the
-client id and secret, the cookie secret, the upstream, the listen address, the email domain and
-the redirect URL. ``--cookie-secure=false`` is the one test-only flag: browsers (and httpx) do not
-send a Secure cookie over the plain-http loopback these tests use.
+Each oauth2-proxy runs ``--config deploy/oauth2-proxy.cfg --alpha-config deploy/oauth2-proxy.yaml``
+plus only what a deployment sets per instance, in the environment: the provider (``oidc`` with the
+mock's issuer, where production keeps the default ``google``), the client id and secret, the cookie
+secret, the listen address and the upstream; and as flags: the email domain and the redirect URL.
+``--cookie-secure=false`` is the one test-only flag: browsers (and httpx) do not send a Secure
+cookie over the plain-http loopback these tests use.
 
 The two hosts mcpgate serves are the proxies' addresses (``pass_host_header`` keeps them), so
 ``MCPGATE_INTERNAL_URL`` / ``MCPGATE_PUBLIC_URL`` name the proxies' ports, not gunicorn's.
@@ -183,13 +184,9 @@ def gunicorn(name: str, env: dict[str, str], log_path: Path, ready_host: str) ->
                 process.wait()
 
 
-def proxy_args(*, address: str, upstream: str, redirect_url: str, issuer: str) -> list[str]:
-    """What a deployment sets on top of deploy/oauth2-proxy.cfg (secrets come from the environment)."""
+def proxy_args(*, redirect_url: str) -> list[str]:
+    """The flags a deployment sets on top of deploy/oauth2-proxy.cfg and .yaml."""
     return [
-        "--provider=oidc",  # production: google (the cfg's value); here the mock standing in for it
-        f"--oidc-issuer-url={issuer}",
-        f"--http-address={address}",
-        f"--upstream={upstream}",
         f"--redirect-url={redirect_url}",
         f"--email-domain={EMAIL_DOMAIN}",
         "--cookie-secure=false",  # test-only: plain http on loopback
@@ -198,9 +195,18 @@ def proxy_args(*, address: str, upstream: str, redirect_url: str, issuer: str) -
 
 @contextlib.contextmanager
 def deployment(
-    *, mode: str, db_settings: dict[str, Any], workdir: Path, mcpgate_env: dict[str, str] | None = None
+    *,
+    mode: str,
+    db_settings: dict[str, Any],
+    workdir: Path,
+    mcpgate_env: dict[str, str] | None = None,
+    replicas: tuple[str, ...] = ("a", "b"),
 ) -> Iterator[Deployment]:
-    """Start the mock provider, gunicorn A and B, and three oauth2-proxy instances."""
+    """Start the mock provider, gunicorn A (and B), and an oauth2-proxy for each host (and for B).
+
+    ``mode``: MCPGATE_IDENTITY_MODE; for ``id_token`` mcpgate is pointed at the mock provider as
+    its issuer, with oauth2-proxy's client id as the audience.
+    """
     client_id = "mcpgate-proxy-" + secrets.token_hex(4) + ".apps.googleusercontent.com"
     client_secret = secrets.token_urlsafe(24)
     internal_port, public_port, b_port = free_port(), free_port(), free_port()
@@ -217,6 +223,12 @@ def deployment(
                 "MCPGATE_TRUSTED_PROXIES": "127.0.0.1/32",
                 "MCPGATE_EMAIL_DOMAINS": EMAIL_DOMAIN,
                 "MCPGATE_LOG_LEVEL": "INFO",
+                "MCPGATE_IDENTITY_MODE": mode,
+                **(
+                    {"MCPGATE_OIDC_ISSUER": mock.issuer, "MCPGATE_OIDC_AUDIENCE": client_id}
+                    if mode == "id_token"
+                    else {}
+                ),
                 **(mcpgate_env or {}),
             },
         )
@@ -224,28 +236,33 @@ def deployment(
             name: stack.enter_context(
                 gunicorn(name, env, workdir / f"gunicorn-{name}.log", ready_host=f"127.0.0.1:{internal_port}")
             )
-            for name in ("a", "b")
+            for name in replicas
         }
         proxy_env = {
             "PATH": os.environ.get("PATH", ""),
             "OAUTH2_PROXY_CLIENT_ID": client_id,
             "OAUTH2_PROXY_CLIENT_SECRET": client_secret,
             "OAUTH2_PROXY_COOKIE_SECRET": cookie_secret(),
+            # Production keeps the YAML's default, google; here the mock stands in for it.
+            "OAUTH2_PROXY_PROVIDER": "oidc",
+            "OAUTH2_PROXY_OIDC_ISSUER_URL": mock.issuer,
         }
         deployed = Deployment(mode, internal, public, f"http://127.0.0.1:{b_port}", mock, env, gunicorns)
-        for name, address, base, upstream in (
+        proxies = [
             ("internal", f"127.0.0.1:{internal_port}", internal, gunicorns["a"]),
             # Listens on 127.0.0.1; clients call it by the name localhost (the public host).
             ("public", f"127.0.0.1:{public_port}", public, gunicorns["a"]),
-            ("replica-b", f"127.0.0.1:{b_port}", internal, gunicorns["b"]),
-        ):
+        ]
+        if "b" in gunicorns:
+            proxies.append(("replica-b", f"127.0.0.1:{b_port}", internal, gunicorns["b"]))
+        for name, address, base, upstream in proxies:
             log_path = workdir / f"oauth2-proxy-{name}.log"
             deployed.proxy_logs[name] = log_path
-            args = proxy_args(
-                address=address,
-                upstream=f"http://127.0.0.1:{upstream.port}/",
-                redirect_url=base + "/oauth2/callback",
-                issuer=mock.issuer,
-            )
-            stack.enter_context(oauth2_proxy(args=args, env=proxy_env, address=address, log_path=log_path))
+            env_here = {
+                **proxy_env,
+                "OAUTH2_PROXY_HTTP_ADDRESS": address,
+                "OAUTH2_PROXY_UPSTREAM": f"http://127.0.0.1:{upstream.port}/",
+            }
+            args = proxy_args(redirect_url=base + "/oauth2/callback")
+            stack.enter_context(oauth2_proxy(args=args, env=env_here, address=address, log_path=log_path))
         yield deployed

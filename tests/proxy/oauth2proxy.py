@@ -26,6 +26,7 @@ MODULE = "github.com/oauth2-proxy/oauth2-proxy/v7"
 CACHE_DIR = REPO / ".cache" / "oauth2-proxy" / VERSION
 BINARY = CACHE_DIR / "oauth2-proxy"
 CONFIG = REPO / "deploy" / "oauth2-proxy.cfg"
+ALPHA_CONFIG = REPO / "deploy" / "oauth2-proxy.yaml"
 BUILD_TIMEOUT = 900
 START_TIMEOUT = 20.0
 
@@ -60,11 +61,12 @@ def ensure_binary() -> Path:
 
 @contextlib.contextmanager
 def oauth2_proxy(
-    *, args: list[str], env: dict[str, str], address: str, log_path: Path, config: Path = CONFIG
+    *, args: list[str], env: dict[str, str], address: str, log_path: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``oauth2-proxy --config deploy/oauth2-proxy.cfg ARGS`` until it answers /ping at ``address``."""
+    """Run ``oauth2-proxy --config deploy/oauth2-proxy.cfg --alpha-config deploy/oauth2-proxy.yaml ARGS``
+    until it answers /ping at ``address``."""
     binary = ensure_binary()
-    command = [str(binary), "--config", str(config), *args]
+    command = [str(binary), "--config", str(CONFIG), "--alpha-config", str(ALPHA_CONFIG), *args]
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
