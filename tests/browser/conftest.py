@@ -75,6 +75,21 @@ def chromium() -> Iterator[Any]:
             os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
+@pytest.fixture(autouse=True)
+def redirect_allowlist(django_db_blocker: Any) -> None:
+    """The seeded redirect allowlist (migration 0002), whatever earlier transactional tests flushed.
+
+    ``serialized_rollback`` puts it back only when the previous test left the database as
+    migrations made it; after a plain ``transaction=True`` test elsewhere it may not be there.
+    """
+    from oauth_ext.models import RedirectAllowlistEntry
+    from oauth_ext.redirects import KNOWN_CLIENT_CALLBACKS
+
+    with django_db_blocker.unblock():
+        for uri, match, note in KNOWN_CLIENT_CALLBACKS:
+            RedirectAllowlistEntry.objects.get_or_create(uri=uri, defaults={"match": match, "note": note})
+
+
 @pytest.fixture
 def artifacts() -> Path:
     """Where screenshots go (gitignored)."""

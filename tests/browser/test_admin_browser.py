@@ -109,7 +109,7 @@ def test_operator_creates_a_confidential_client_and_its_secret_works(
     olivia.page.get_by_role("button", name="Create and show the secret").click()
 
     # The one-time page: the values for the vendor's form, each with a working copy button.
-    assert "shown only this once" in olivia.page.inner_text("#content-main")
+    assert "shown only this once" in olivia.page.inner_text("#content-main"), olivia.page.inner_text(".errorlist")
     olivia.check_page()
     client_id = olivia.page.get_by_label("Client ID", exact=True).input_value()
     secret = olivia.page.get_by_label("Client secret", exact=True).input_value()
