@@ -97,3 +97,26 @@ def test_gemini_enterprise_confidential_client_basic_post_and_refresh(deployed: 
     identity = bearer_whoami(deployed.public + "/mcp", tokens["access_token"])
     assert (identity["email"], identity["client_name"]) == ("alice@example.com", "Gemini Enterprise")
     assert mcp_status(deployed.client("public"), issued["client_secret_post"]["access_token"]) == 200
+
+
+CURSOR_AGENTS_CALLBACK = "https://www.cursor.com/agents/mcp/oauth/callback"
+
+
+def test_cursor_cloud_agents_static_and_dynamic_clients_on_the_public_host(deployed: Deployment) -> None:
+    """Cursor Cloud Agents: an operator-made client with a secret, and a self-registered public one."""
+    static_id, static_secret = create_client(deployed, "Cursor Cloud Agents", CURSOR_AGENTS_CALLBACK)
+    with deployed.client("public") as http, deployed.browser("alice@example.com") as browser:
+        discovery = discover(http, deployed.public + "/mcp")
+        dynamic_id = register(http, discovery, "Cursor agent", CURSOR_AGENTS_CALLBACK, "none")["client_id"]
+        tokens = {}
+        for client_id, secret, method in (
+            (static_id, static_secret, "client_secret_post"),
+            (dynamic_id, None, "none"),
+        ):
+            code = grant(browser, discovery, client_id=client_id, redirect_uri=CURSOR_AGENTS_CALLBACK)
+            response = exchange(http, discovery, code, client_id=client_id, client_secret=secret, auth_method=method)
+            assert response.status_code == 200, (method, response.text)
+            tokens[method] = json_of(response)["access_token"]
+    for method, name in (("client_secret_post", "Cursor Cloud Agents"), ("none", "Cursor agent")):
+        identity = bearer_whoami(deployed.public + "/mcp", tokens[method])
+        assert (identity["email"], identity["client_name"], identity["host"]) == ("alice@example.com", name, "public")
