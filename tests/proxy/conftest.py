@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from . import credentials
 from .deployment import Deployment, deployment
 from .oauth2proxy import ensure_binary
 
@@ -38,6 +39,11 @@ def _deploy(
         yield deployed
         log = deployed.logs()
     assert "Traceback" not in log, log
+    # The provider's ID tokens are credentials too (oauth2-proxy forwards them in id_token mode).
+    credentials.remember(*deployed.mock.id_tokens)
+    assert credentials.SEEN, "no credential was recorded: the scan is broken"
+    leaked = credentials.leaked(log)
+    assert not leaked, f"the logs in {workdir} contain credentials the tests saw: {leaked}"
 
 
 @pytest.fixture(scope="module")

@@ -44,7 +44,7 @@ import pytest
 
 from tests.e2e.server import VENV_BIN, database_env, free_port, server_env
 
-from . import mockoidc
+from . import credentials, mockoidc
 from .oauth2proxy import oauth2_proxy
 
 REPO = Path(__file__).resolve().parents[2]
@@ -88,11 +88,13 @@ class Deployment:
         headers = {mockoidc.PERSON_HEADER: person, mockoidc.GROUPS_HEADER: groups}
         if hd is not None:
             headers[mockoidc.HD_HEADER] = hd
-        return httpx2.Client(trust_env=False, timeout=20.0, headers=headers, **kwargs)
+        return httpx2.Client(trust_env=False, timeout=20.0, headers=headers, event_hooks=credentials.hooks(), **kwargs)
 
     def client(self, host: str = "internal", **kwargs: Any) -> httpx2.Client:
         """An HTTP client (an MCP client's machine side) for one host, through oauth2-proxy."""
-        return httpx2.Client(base_url=self.base(host), trust_env=False, timeout=20.0, **kwargs)
+        return httpx2.Client(
+            base_url=self.base(host), trust_env=False, timeout=20.0, event_hooks=credentials.hooks(), **kwargs
+        )
 
     def direct(
         self, replica: str = "a", *, host: str = "internal", local_address: str = UNTRUSTED_ADDRESS
@@ -103,6 +105,7 @@ class Deployment:
             base_url=f"http://127.0.0.1:{gunicorn.port}",
             headers={"Host": self.base(host).removeprefix("http://")},
             transport=httpx2.HTTPTransport(local_address=local_address),
+            event_hooks=credentials.hooks(),
             trust_env=False,
             timeout=20.0,
         )
@@ -114,6 +117,7 @@ class Deployment:
             headers={"Host": self.internal.removeprefix("http://")},
             trust_env=False,
             timeout=20.0,
+            event_hooks=credentials.hooks(),
             **kwargs,
         )
 
@@ -132,7 +136,11 @@ class Deployment:
         return result.stdout
 
     def logs(self) -> str:
-        return "\n".join(g.log() for g in self.gunicorns.values())
+        """gunicorn's and oauth2-proxy's logs, all of them."""
+        return "\n".join(
+            [g.log() for g in self.gunicorns.values()]
+            + [p.read_text(errors="replace") for p in self.proxy_logs.values()]
+        )
 
 
 def cookie_secret() -> str:

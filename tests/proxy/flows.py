@@ -11,6 +11,7 @@ import httpx2
 
 from tests.e2e.oauthclient import PKCE, Discovery, Grant, discover, exchange, json_of
 
+from . import credentials
 from .browser import approve
 from .deployment import Deployment
 
@@ -86,4 +87,5 @@ def create_client(deployed: Deployment, name: str, redirect_uri: str) -> tuple[s
     made = json.loads(
         deployed.manage("create_client", "--name", name, "--redirect-uri", redirect_uri, "--confidential")
     )
+    credentials.remember(made["client_secret"])
     return str(made["client_id"]), str(made["client_secret"])

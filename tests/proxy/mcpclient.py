@@ -13,6 +13,8 @@ from mcp.client.auth import OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
+from . import credentials
+
 TIMEOUT = 60.0
 
 
@@ -80,7 +82,9 @@ def sdk_oauth_whoami(
     async def main() -> None:
         with anyio.fail_after(TIMEOUT):
             async with (
-                httpx2.AsyncClient(auth=provider, trust_env=False, timeout=20.0) as http,
+                httpx2.AsyncClient(
+                    auth=provider, trust_env=False, timeout=20.0, event_hooks=credentials.async_hooks()
+                ) as http,
                 Client(streamable_http_client(mcp_url, http_client=http), mode="legacy") as client,
             ):
                 run.tools = sorted(tool.name for tool in (await client.list_tools()).tools)
@@ -90,6 +94,8 @@ def sdk_oauth_whoami(
                 run.whoami = dict(result.structured_content)
 
     anyio.run(main)
+    if run.storage.tokens is not None:
+        credentials.remember(run.storage.tokens.access_token, run.storage.tokens.refresh_token)
     return run
 
 
@@ -104,6 +110,7 @@ def bearer_whoami(mcp_url: str, access_token: str, *, headers: dict[str, str] | 
                     headers={"Authorization": f"Bearer {access_token}", **(headers or {})},
                     trust_env=False,
                     timeout=20.0,
+                    event_hooks=credentials.async_hooks(),
                 ) as http,
                 Client(streamable_http_client(mcp_url, http_client=http), mode="legacy") as client,
             ):
@@ -118,6 +125,7 @@ def bearer_whoami(mcp_url: str, access_token: str, *, headers: dict[str, str] | 
 
 def mcp_status(http: httpx2.Client, access_token: str, path: str = "/mcp") -> int:
     """The HTTP status /mcp gives a ping with ``access_token`` (200 admitted, 401 refused)."""
+    credentials.remember(access_token)
     response = http.post(
         path,
         json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
