@@ -17,7 +17,7 @@ from .deployment import Deployment
 from .flows import CLAUDE_CALLBACK, GEMINI_CALLBACK, LOOPBACK_REDIRECT, create_client, grant, register
 from .mcpclient import bearer_whoami, mcp_status, sdk_oauth_whoami
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
 def test_claude_code_local_pkce_signs_in_through_oauth2_proxy(deployed: Deployment) -> None:

@@ -21,7 +21,7 @@ from .deployment import Deployment
 from .flows import LOOPBACK_REDIRECT, register
 from .mcpclient import sdk_oauth_whoami
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
 def authorize_url(deployed: Deployment, name: str) -> str:

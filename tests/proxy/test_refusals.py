@@ -15,7 +15,7 @@ from .deployment import UNTRUSTED_ADDRESS, Deployment
 from .flows import LOOPBACK_REDIRECT, loopback_tokens, register
 from .mcpclient import mcp_status
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 ALICE_HEADERS = {"X-Forwarded-Email": "alice@example.com", "X-Forwarded-User": "alice", "X-Forwarded-Groups": "eng"}
 

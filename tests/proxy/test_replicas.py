@@ -12,7 +12,7 @@ from .deployment import Deployment
 from .flows import LOOPBACK_REDIRECT, grant, register
 from .mcpclient import mcp_status
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
 def token(http: httpx2.Client, data: dict[str, str]) -> httpx2.Response:
