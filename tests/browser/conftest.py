@@ -1,7 +1,7 @@
 """Fixtures for real-browser tests: Playwright driving Debian's Chromium against mcpgate under gunicorn.
 
-The server is the end-to-end harness's (tests/e2e/server.py), on the test database, so tests use
-``@pytest.mark.django_db(transaction=True, serialized_rollback=True)`` as the e2e tests do.
+The server is the end-to-end harness's (tests/e2e/server.py), on the test database, so tests are
+transactional (see test_admin_browser.py's ``pytestmark`` for why they are not serialized).
 Playwright's own browser download does not work here: the browser is /usr/bin/chromium
 (``apt-get install chromium``). Without it (or without the playwright package) the tests are
 skipped on a developer's machine and fail in CI (tests/e2e/tools.py).
@@ -47,9 +47,15 @@ def gunicorn_server(
     assert "Traceback" not in server.log(), server.log()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def chromium() -> Iterator[Any]:
-    """Headless Chromium from Debian, driven by Playwright."""
+    """Headless Chromium from Debian, driven by Playwright: one per test.
+
+    Per test, not per module: Playwright's sync API runs its event loop in a greenlet, and
+    while it is up Django's connection lookups (context-local) can land on another connection
+    object than the test database's, so the flush after a test would not be done as the test
+    asked. Started after, and stopped before, the database fixture, it never overlaps it.
+    """
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -77,11 +83,7 @@ def chromium() -> Iterator[Any]:
 
 @pytest.fixture(autouse=True)
 def redirect_allowlist(django_db_blocker: Any) -> None:
-    """The seeded redirect allowlist (migration 0002), whatever earlier transactional tests flushed.
-
-    ``serialized_rollback`` puts it back only when the previous test left the database as
-    migrations made it; after a plain ``transaction=True`` test elsewhere it may not be there.
-    """
+    """The seeded redirect allowlist (migration 0002), which transactional tests' flushes remove."""
     from oauth_ext.models import RedirectAllowlistEntry
     from oauth_ext.redirects import KNOWN_CLIENT_CALLBACKS
 
