@@ -98,7 +98,8 @@ def fetch_json(url: str) -> dict[str, Any]:
 @dataclass
 class _KeyCache:
     keys: dict[str, Any] = field(default_factory=dict)
-    fetched_at: float = 0.0
+    fetched_at: float = float("-inf")  # last successful fetch
+    attempted_at: float = float("-inf")  # last fetch, successful or not
 
 
 class IdTokenVerifier:
@@ -139,6 +140,14 @@ class IdTokenVerifier:
     def fetch(self, url: str) -> dict[str, Any]:
         return (self._fetch or fetch_json)(url)
 
+    @property
+    def accepted_issuers(self) -> list[str]:
+        """Google's ID tokens say ``https://accounts.google.com`` or, in older flows, the bare host
+        ``accounts.google.com`` (Google Identity, "Validating an ID token")."""
+        if self.issuer == "https://accounts.google.com":
+            return [self.issuer, "accounts.google.com"]
+        return [self.issuer]
+
     def _jwks_url(self) -> str:
         if not self.jwks_url:
             discovery = self.fetch(self.issuer.rstrip("/") + "/.well-known/openid-configuration")
@@ -153,21 +162,24 @@ class IdTokenVerifier:
         for jwk in document.get("keys", []):
             if isinstance(jwk, dict) and jwk.get("kty") == "RSA" and jwk.get("use", "sig") == "sig":
                 keys[str(jwk.get("kid", ""))] = jwt.PyJWK(jwk, algorithm="RS256").key
-        self._cache = _KeyCache(keys, self._clock())
+        now = self._clock()
+        self._cache = _KeyCache(keys, fetched_at=now, attempted_at=now)
 
     def key_for(self, kid: str) -> Any:
         """The provider's public key ``kid``, from the cache or a (rate-limited) refetch."""
         with self._lock:
-            age = self._clock() - self._cache.fetched_at
-            stale = age >= self.cache_seconds
-            unknown = kid not in self._cache.keys and age >= JWKS_MIN_REFETCH_SECONDS
-            if stale or unknown:
+            now = self._clock()
+            stale = now - self._cache.fetched_at >= self.cache_seconds
+            unknown = kid not in self._cache.keys
+            # Neither a token with a made-up key id nor an unreachable provider may cause a fetch
+            # per request: at most one attempt a minute, whatever its outcome.
+            if (stale or unknown) and now - self._cache.attempted_at >= JWKS_MIN_REFETCH_SECONDS:
                 try:
                     self._refresh_keys()
                 except (OSError, ValueError, KeyError, jwt.PyJWTError, httpx2.HTTPError) as exc:
                     # Keep the old keys: the provider being briefly down must not sign everyone out.
                     logger.warning("could not fetch the identity provider's keys: %s", exc)
-                    self._cache.fetched_at = self._clock() - self.cache_seconds + JWKS_MIN_REFETCH_SECONDS
+                    self._cache.attempted_at = now
             key = self._cache.keys.get(kid)
         if key is None:
             raise SignInRefused("The identity token is signed with a key the identity provider does not publish.")
@@ -188,7 +200,7 @@ class IdTokenVerifier:
                 key,
                 algorithms=ID_TOKEN_ALGORITHMS,
                 audience=self.audience,
-                issuer=self.issuer,
+                issuer=self.accepted_issuers,
                 leeway=ID_TOKEN_LEEWAY,
                 options={"require": ["iss", "aud", "exp", "iat", "sub", "email"]},
             )

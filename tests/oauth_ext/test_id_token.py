@@ -159,7 +159,23 @@ def test_the_keys_are_refetched_when_the_cache_expires_and_kept_when_the_provide
     assert v.verify(id_token())["email"] == ALICE  # the old keys still serve
     assert provider.fetched == [JWKS_URL, JWKS_URL]
     v.verify(id_token())
-    assert len(provider.fetched) == 2  # not retried on every request
+    assert "key" in refused(v, id_token(kid="k9"))
+    assert len(provider.fetched) == 2  # not retried on every request, not even for an unknown key
+    now[0] += 60
+    provider.down = False
+    assert v.verify(id_token())["email"] == ALICE
+    assert len(provider.fetched) == 3  # retried a minute later, and the keys are fresh again
+    v.verify(id_token())
+    assert len(provider.fetched) == 3
+
+
+def test_googles_bare_issuer_is_accepted_for_google_only(provider: Provider) -> None:
+    assert verifier().verify(id_token(iss="accounts.google.com"))["email"] == ALICE
+    other = IdTokenVerifier(
+        issuer="https://login.example.net", audience=AUDIENCE, domains=["example.com"], jwks_url=JWKS_URL
+    )
+    bare = id_token(iss="login.example.net")
+    assert refused(other, bare) == "The identity token was issued by another provider."
 
 
 @pytest.mark.parametrize(
