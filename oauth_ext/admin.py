@@ -54,6 +54,8 @@ OPERATOR_EVENTS = {
     "client_disabled": "client disabled",
     "client_enabled": "client enabled",
     "consent_revoked": "consent revoked by operator",
+    "operator_granted": "operator rights granted (listed)",
+    "operator_removed": "operator rights removed (no longer listed)",
 }
 
 
@@ -483,6 +485,11 @@ class UserAdmin(DjangoUserAdmin):
     )
     readonly_fields = ("proxy_subject", "proxy_groups", "last_sign_in_host", "last_login", "date_joined")
     actions = ("revoke_all_tokens",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # People are created by their first sign-in through oauth2-proxy; a local account for
+        # `make run` comes from `manage.py createsuperuser`.
+        return False
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[User]:
         return super().get_queryset(request).annotate(n_consents=Count("consents"))

@@ -142,6 +142,7 @@ def user_sign_in_from_proxy(*, identity: ProxyIdentity, current: Any, request: H
             if user.is_staff != operator or user.is_superuser != operator:
                 user.is_staff = user.is_superuser = operator
                 changed += ["is_staff", "is_superuser"]
+                audit_record(event="operator_granted" if operator else "operator_removed", request=request, user=user)
             if changed:
                 user.save(update_fields=changed)
             if new_session:

@@ -500,3 +500,78 @@ def test_overview_counts_and_chart(olivia: Console, alice_tokens: dict[str, Any]
     assert len(overview["bars"]) == 24
     assert overview["bars"][-1]["count"] == 3
     assert b'class="mcpgate-chart"' in page.content
+
+
+# ---------------------------------------------------------------------------
+# Services on their own
+# ---------------------------------------------------------------------------
+def test_operator_rights_changes_are_audited(olivia: Console, settings: Any) -> None:
+    olivia.get("/admin/")
+    olivia.get("/admin/")  # already an operator: nothing new
+    assert AuditEvent.objects.filter(event="operator_granted", email=OLIVIA).count() == 1
+    settings.MCPGATE_OPERATOR_EMAILS = []
+    olivia.get("/admin/")
+    assert AuditEvent.objects.filter(event="operator_removed", email=OLIVIA).count() == 1
+
+
+def test_client_rotate_secret_refuses_a_public_client(public_client: Client) -> None:
+    with pytest.raises(ValueError, match="confidential"):
+        services.client_rotate_secret(client=public_client, operator=User.objects.create(username=OLIVIA))
+
+
+def test_client_set_disabled_reports_whether_anything_changed(public_client: Client) -> None:
+    olivia = User.objects.create(username=OLIVIA, email=OLIVIA)
+    assert services.client_set_disabled(client=public_client, disabled=True, operator=olivia)
+    assert not services.client_set_disabled(client=public_client, disabled=True, operator=olivia)
+    assert services.client_set_disabled(client=public_client, disabled=False, operator=olivia)
+    events = list(AuditEvent.objects.order_by("created", "id").values_list("event", flat=True))
+    assert events == ["client_disabled", "client_enabled"]
+    assert AuditEvent.objects.filter(detail__operator=OLIVIA).count() == 2
+
+
+def test_token_revoke_refuses_other_objects(public_client: Client) -> None:
+    with pytest.raises(TypeError):
+        services.token_revoke(token=public_client, operator=User.objects.create(username=OLIVIA))
+
+
+def test_revoke_authorization_code_action(olivia: Console, public_client: Client, flow: Flow) -> None:
+    redirect, pkce, _ = flow.authorize_code(public_client.client_id)
+    olivia.action("oauth2_provider_grant", "revoke", get_grant_model().objects.get().pk)
+    assert not get_grant_model().objects.exists()
+    assert flow.exchange(public_client.client_id, redirect["code"], pkce).status_code == 400
+
+
+def test_disabling_from_the_change_form_goes_through_the_service(olivia: Console, public_client: Client) -> None:
+    url = reverse("admin:oauth_ext_client_change", args=[public_client.pk])
+    page = olivia.post(url, {"name": "Claude Code (renamed)", "disabled": "on"})
+    assert page.status_code == 302, page.content
+    public_client.refresh_from_db()
+    assert public_client.disabled
+    assert public_client.name == "Claude Code (renamed)"
+    assert AuditEvent.objects.filter(event="client_disabled", client=public_client).exists()
+
+
+def test_people_are_not_added_in_the_console(olivia: Console) -> None:
+    assert olivia.get(reverse("admin:oauth_ext_user_add")).status_code == 403
+
+
+def test_purge_command_refuses_less_than_a_day() -> None:
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError):
+        call_command("purge_stale_clients", "--days", "0")
+
+
+def test_token_changelist_queries_do_not_grow(
+    olivia: Console, public_client: Client, flow: Flow, django_assert_max_num_queries: Any
+) -> None:
+    olivia.get("/admin/")
+    for _ in range(3):
+        flow.get_tokens(public_client.client_id)
+    url = reverse("admin:oauth2_provider_accesstoken_changelist")
+    with django_assert_max_num_queries(14):
+        assert olivia.get(url).status_code == 200
+    for _ in range(6):
+        flow.get_tokens(public_client.client_id, email=BOB)
+    with django_assert_max_num_queries(14):
+        assert olivia.get(url).status_code == 200
