@@ -34,7 +34,7 @@ from . import services
 from .hosts import Host, configured_hosts
 from .models import AuditEvent, Client, Consent, RedirectAllowlistEntry, User
 from .scopes import BASIC_SCOPE, all_scopes
-from .selectors import CLIENT_KINDS, client_timeline
+from .selectors import CLIENT_KINDS, client_recent_problems, client_timeline
 
 AccessToken = get_access_token_model()
 RefreshToken = get_refresh_token_model()
@@ -243,12 +243,34 @@ class ClientAdmin(admin.ModelAdmin):
             else format_html("<p>Reached /mcp.</p>")
         )
         events = reverse("admin:oauth_ext_auditevent_changelist") + f"?client__id__exact={obj.pk}"
+        problems = client_recent_problems(client=obj)
+        problem_list = (
+            format_html(
+                '<p>Latest refusals and errors:</p><ul class="mcpgate-problems">{}</ul>',
+                format_html_join(
+                    "",
+                    "<li>{} <strong>{}</strong> {} {}</li>",
+                    (
+                        (
+                            e.created.strftime("%Y-%m-%d %H:%M:%S"),
+                            event_label(e.event),
+                            e.email,
+                            str((e.detail or {}).get("error", "")),
+                        )
+                        for e in problems
+                    ),
+                ),
+            )
+            if problems
+            else ""
+        )
         return format_html(
-            '{}<table class="mcpgate-timeline"><caption>Stages, in the order a working client goes through them'
+            '{}{}<table class="mcpgate-timeline"><caption>Stages, in the order a working client goes through them'
             '</caption><thead><tr><th scope="col">stage</th><th scope="col">count</th><th scope="col">first (UTC)</th>'
             '<th scope="col">latest (UTC)</th></tr></thead><tbody>{}</tbody></table>'
             '<p><a href="{}">All of this client\'s events</a></p>',
             verdict,
+            problem_list,
             rows,
             events,
         )

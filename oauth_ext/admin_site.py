@@ -22,6 +22,7 @@ class OperatorsAdminSite(AdminSite):
     site_title = "mcpgate"
     index_title = "Overview"
     index_template = "admin/mcpgate_index.html"
+    site_url = None  # no public site to go back to: "/" is not a page here
 
     def login(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         if request.user.is_authenticated and not self.has_permission(request):

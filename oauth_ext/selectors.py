@@ -67,6 +67,14 @@ def client_timeline(*, client: Client) -> tuple[list[Stage], str | None]:
     return stages, stalled
 
 
+PROBLEM_EVENTS = ("register_refused", "consent_refused", "authorize_error", "token_error", "refresh_reuse")
+
+
+def client_recent_problems(*, client: Client, limit: int = 10) -> list[AuditEvent]:
+    """The client's latest refusals and errors, newest first, for "why does it not connect"."""
+    return list(AuditEvent.objects.filter(client=client, event__in=PROBLEM_EVENTS).order_by("-created")[:limit])
+
+
 def tool_calls_per_hour(*, hours: int = 24) -> list[tuple[datetime, int]]:
     """Tool calls in each of the last ``hours`` hours (oldest first), zeros included."""
     now = timezone.now()

@@ -575,3 +575,14 @@ def test_token_changelist_queries_do_not_grow(
         flow.get_tokens(public_client.client_id, email=BOB)
     with django_assert_max_num_queries(14):
         assert olivia.get(url).status_code == 200
+
+
+def test_client_page_lists_the_latest_refusals(olivia: Console, public_client: Client, flow: Flow) -> None:
+    from tests.conftest import PKCE, authorize_params
+
+    flow.authorize(authorize_params(public_client.client_id, PKCE.make(), redirect_uri="http://127.0.0.1:1/x"))
+    page = flow.authorize(authorize_params(public_client.client_id, PKCE.make()))
+    flow.consent(page, allow=False)
+    html = olivia.get(reverse("admin:oauth_ext_client_change", args=[public_client.pk])).content.decode()
+    assert "Latest refusals and errors" in html
+    assert "<strong>consent refused</strong> alice@example.com" in html
