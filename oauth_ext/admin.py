@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import secrets
 from collections.abc import Iterator
 from typing import Any
 
@@ -111,8 +112,15 @@ class ClientCreateForm(forms.Form):
         host.choices = [(h.name, f"{h.name} ({h.base_url})") for h in hosts]
         self.fields["host"].initial = "public" if any(h.name == "public" for h in hosts) else hosts[0].name
 
+    # A reload of the secret page re-posts this form; the nonce lets the second post be told
+    # apart from a new client (see ClientAdmin.add_view).
+    nonce = forms.CharField(widget=forms.HiddenInput, required=False)
+
     def clean_redirect_uris(self) -> list[str]:
         return self.cleaned_data["redirect_uris"].split()
+
+
+CREATED_CLIENTS_KEY = "mcpgate_created_clients"  # session: add-form nonce → client pk
 
 
 def _host(name: str) -> Host:
@@ -279,7 +287,14 @@ class ClientAdmin(admin.ModelAdmin):
     def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None) -> Any:
         if not self.has_add_permission(request):
             raise PermissionDenied
-        form = ClientCreateForm(request.POST or None)
+        form = ClientCreateForm(request.POST or None, initial={"nonce": secrets.token_urlsafe(16)})
+        created: dict[str, int] = request.session.get(CREATED_CLIENTS_KEY, {})
+        if request.method == "POST" and request.POST.get("nonce") in created:
+            # The form was posted again (a reload of the secret page): no second client.
+            self.message_user(
+                request, "This client was already created; its secret is not shown again.", messages.WARNING
+            )
+            return HttpResponseRedirect(reverse("admin:oauth_ext_client_change", args=[created[request.POST["nonce"]]]))
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
             try:
@@ -296,6 +311,8 @@ class ClientAdmin(admin.ModelAdmin):
                     form.add_error(field if field in form.fields else None, problems)
             else:
                 assert secret is not None
+                if data["nonce"]:
+                    request.session[CREATED_CLIENTS_KEY] = {**created, data["nonce"]: client.pk}
                 return secret_page(request, self, client, secret, data["scopes"])
         context = {
             **self.admin_site.each_context(request),

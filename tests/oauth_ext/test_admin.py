@@ -586,3 +586,27 @@ def test_client_page_lists_the_latest_refusals(olivia: Console, public_client: C
     html = olivia.get(reverse("admin:oauth_ext_client_change", args=[public_client.pk])).content.decode()
     assert "Latest refusals and errors" in html
     assert "<strong>consent refused</strong> alice@example.com" in html
+
+
+def test_posting_the_add_form_again_makes_no_second_client(olivia: Console) -> None:
+    add = reverse("admin:oauth_ext_client_add")
+    form = olivia.get(add).content.decode()
+    nonce = re.search(r'name="nonce" value="([^"]+)"', form)
+    assert nonce
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form)
+    assert token
+    data = {
+        "name": "Gemini",
+        "redirect_uris": GEMINI_CALLBACK,
+        "scopes": ["mcp"],
+        "host": "public",
+        "auth_method": "client_secret_basic",
+        "nonce": nonce.group(1),
+        "csrfmiddlewaretoken": token.group(1),
+    }
+    first = olivia.http.post(add, data, **olivia.headers)
+    assert first.status_code == 200 and "Client secret" in shown_values(first)
+    again = olivia.http.post(add, data, **olivia.headers)  # the browser's "resubmit" on reload
+    client = Client.objects.get()
+    assert again.status_code == 302
+    assert again["Location"] == reverse("admin:oauth_ext_client_change", args=[client.pk])
