@@ -610,3 +610,16 @@ def test_posting_the_add_form_again_makes_no_second_client(olivia: Console) -> N
     client = Client.objects.get()
     assert again.status_code == 302
     assert again["Location"] == reverse("admin:oauth_ext_client_change", args=[client.pk])
+
+
+def test_audit_filters_by_person_and_client(olivia: Console, public_client: Client) -> None:
+    olivia.get("/admin/")
+    alice = User.objects.create(username=ALICE, email=ALICE)
+    AuditEvent.objects.create(event="tool_call", user=alice, email=ALICE, client=public_client)
+    AuditEvent.objects.create(event="tool_call", email=BOB)
+    url = reverse("admin:oauth_ext_auditevent_changelist")
+    by_person = olivia.get(url + f"?user__id__exact={alice.pk}").content.decode()
+    by_client = olivia.get(url + f"?client__id__exact={public_client.pk}").content.decode()
+    for html in (by_person, by_client):
+        assert ALICE in html and BOB not in html.split('id="result_list"')[1]
+    assert olivia.get(url + "?client__id__exact=x").status_code == 200
