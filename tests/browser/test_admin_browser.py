@@ -145,6 +145,7 @@ def test_operator_creates_a_confidential_client_and_its_secret_works(
     olivia.visit("/admin/oauth_ext/client/")
     assert secret not in olivia.page.content()
     assert "operator" in olivia.page.inner_text("#result_list")
+    olivia.screenshot("04b-clients")
 
     # The vendor's side: Alice signs in and consents, the secret redeems the code, /mcp answers.
     with gunicorn_server.client("public") as client, gunicorn_server.client("public", headers=ALICE) as browser:
@@ -274,3 +275,23 @@ def test_disabled_client_gets_a_clear_refusal_page(
         alice.screenshot("09-disabled-client-refused")
     finally:
         alice.close()
+
+
+def test_the_secret_page_works_without_javascript(
+    chromium: Any, gunicorn_server: GunicornServer, artifacts: Path
+) -> None:
+    """No script: the copy buttons stay hidden and every value is a selectable read-only field."""
+    olivia = Person(chromium, gunicorn_server, OPERATOR, artifacts, java_script_enabled=False)
+    try:
+        olivia.visit("/admin/oauth_ext/client/add/")
+        olivia.page.get_by_label("Name:", exact=True).fill("Cursor Cloud Agents")
+        olivia.page.get_by_label("Redirect URIs").fill("https://www.cursor.com/agents/mcp/oauth/callback")
+        olivia.page.get_by_role("button", name="Create and show the secret").click()
+        secret = olivia.page.get_by_label("Client secret", exact=True)
+        assert secret.is_visible() and secret.get_attribute("readonly") is not None
+        assert len(secret.input_value()) >= 32
+        gunicorn_server.remember(secret.input_value())
+        assert olivia.page.get_by_role("button", name="Copy Client secret").is_hidden()
+        olivia.screenshot("10-client-secret-without-javascript")
+    finally:
+        olivia.close()
