@@ -286,3 +286,22 @@ def make_client(db: Any) -> Callable[..., Client]:
         return client
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _seeded_rows_for_transactional_tests(request: pytest.FixtureRequest, django_db_blocker: Any) -> None:
+    """Put back what migrations seed (the redirect allowlist) for transactional tests.
+
+    A transactional test's teardown flushes every table, the rows data migrations wrote included.
+    ``serialized_rollback`` would restore them, but clashes with content types that an earlier
+    plain transactional test had re-created with new ids; re-seeding is simpler and order-proof.
+    """
+    marker = request.node.get_closest_marker("django_db")
+    if marker is None or not marker.kwargs.get("transaction"):
+        return
+    from oauth_ext.models import RedirectAllowlistEntry
+    from oauth_ext.redirects import KNOWN_CLIENT_CALLBACKS
+
+    with django_db_blocker.unblock():
+        for uri, match, note in KNOWN_CLIENT_CALLBACKS:
+            RedirectAllowlistEntry.objects.get_or_create(uri=uri, defaults={"match": match, "note": note})

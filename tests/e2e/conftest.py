@@ -1,10 +1,9 @@
 """Fixtures for end-to-end tests: mcpgate under a real gunicorn, on the test database.
 
 The server reads and writes pytest-django's test database, so tests that talk to it must use the
-database transactionally: ``@pytest.mark.django_db(transaction=True, serialized_rollback=True)``.
-``transaction`` so that what either side writes is committed where the other can see it;
-``serialized_rollback`` so that rows seeded by migrations (the redirect allowlist) are put back
-for each test after the previous transactional test flushed the tables.
+database transactionally: ``@pytest.mark.django_db(transaction=True)``, so that what either side
+writes is committed where the other can see it. Rows seeded by migrations (the redirect allowlist)
+are put back before each such test by an autouse fixture in tests/conftest.py.
 
 A module may override ``gunicorn_env`` (module scope) to start its server with other settings.
 """

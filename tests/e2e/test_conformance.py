@@ -21,7 +21,7 @@ from .oauthclient import ALICE, authorize, discover, exchange, json_of
 from .server import REPO, GunicornServer
 from .tools import NODE_DIR, NodeTools, node_tools
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 EXPECTED_FAILURES = REPO / "tests" / "e2e" / "conformance-expected-failures.yml"
 PRELOAD = NODE_DIR / "bearer-preload.mjs"

@@ -26,7 +26,7 @@ from oauth_ext.models import Client, User
 from .oauthclient import ALICE, Discovery, authorize, discover, exchange, json_of, refresh, submit_form
 from .server import GunicornServer
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 GRACE_SECONDS = 2
 LOOPBACK_REDIRECT = "http://127.0.0.1:33418/callback"

@@ -27,7 +27,7 @@ from .oauthclient import ALICE
 from .server import REPO, GunicornServer, free_port
 from .tools import NodeTools, node_tools
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 RUN_TIMEOUT = 90.0
 

@@ -36,7 +36,7 @@ from oauth_ext.models import Client as OAuthClient
 from .oauthclient import ALICE, approve, authorize, discover, exchange, json_of
 from .server import GunicornServer
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 REDIRECT_URI = "http://127.0.0.1:33419/callback"
 CONNECT_TIMEOUT = 60.0
