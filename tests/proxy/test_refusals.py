@@ -101,3 +101,16 @@ def test_a_revoked_token_stops_mcp_at_once(deployed: Deployment) -> None:
             data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"], "client_id": client_id},
         )
         assert (again.status_code, json_of(again)["error"]) == (400, "invalid_grant")
+
+
+def test_a_forged_outside_address_from_the_trusted_proxy_is_refused_by_mcpgate(deployed: Deployment) -> None:
+    """Defence in depth: were oauth2-proxy misconfigured (or bypassed from its own host) and an
+    address outside the domain arrived in X-Forwarded-Email, mcpgate refuses it itself."""
+    client_id = registered_client(deployed, "refusal: outside via trusted")
+    with deployed.direct("a", local_address="127.0.0.1") as trusted:
+        page = trusted.get(
+            authorize_path(client_id, deployed.internal + "/mcp"), headers={"X-Forwarded-Email": "mallory@evil.test"}
+        )
+    assert page.status_code == 403, page.text
+    assert "mallory@evil.test is not in an email domain allowed here." in page.text
+    assert not User.objects.filter(email="mallory@evil.test").exists()
