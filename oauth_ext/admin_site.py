@@ -23,6 +23,7 @@ class OperatorsAdminSite(AdminSite):
     index_title = "Overview"
     index_template = "admin/mcpgate_index.html"
     site_url = None  # no public site to go back to: "/" is not a page here
+    enable_nav_sidebar = False  # the lists are wide; the overview links every model
 
     def login(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         if request.user.is_authenticated and not self.has_permission(request):
