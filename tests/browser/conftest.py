@@ -1,7 +1,7 @@
 """Fixtures for real-browser tests: Playwright driving Debian's Chromium against mcpgate under gunicorn.
 
 The server is the end-to-end harness's (tests/e2e/server.py), on the test database, so tests are
-transactional (see test_admin_browser.py's ``pytestmark`` for why they are not serialized).
+transactional (``@pytest.mark.django_db(transaction=True)``), as the e2e tests are.
 Playwright's own browser download does not work here: the browser is /usr/bin/chromium
 (``apt-get install chromium``). Without it (or without the playwright package) the tests are
 skipped on a developer's machine and fail in CI (tests/e2e/tools.py).
@@ -79,17 +79,6 @@ def chromium() -> Iterator[Any]:
             os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
         else:
             os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
-
-
-@pytest.fixture(autouse=True)
-def redirect_allowlist(django_db_blocker: Any) -> None:
-    """The seeded redirect allowlist (migration 0002), which transactional tests' flushes remove."""
-    from oauth_ext.models import RedirectAllowlistEntry
-    from oauth_ext.redirects import KNOWN_CLIENT_CALLBACKS
-
-    with django_db_blocker.unblock():
-        for uri, match, note in KNOWN_CLIENT_CALLBACKS:
-            RedirectAllowlistEntry.objects.get_or_create(uri=uri, defaults={"match": match, "note": note})
 
 
 @pytest.fixture

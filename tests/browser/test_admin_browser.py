@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.apps import apps as django_apps
 
 try:
     from playwright.sync_api import expect
@@ -26,12 +25,9 @@ from tests.e2e.server import GunicornServer
 
 from .conftest import OPERATOR
 
-# Transactional, so the server sees what the test writes and the test what the server writes. Not
-# serialized_rollback: restoring the seeded rows clashes with content types that an earlier plain
-# transactional test re-created. Instead the flush after each test spares contenttypes and auth
-# (so what serialized tests restore later still matches), and conftest re-seeds the allowlist.
-FLUSHED_APPS = [app.name for app in django_apps.get_app_configs() if app.label not in ("contenttypes", "auth")]
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True, available_apps=FLUSHED_APPS)]
+# Transactional, so the server sees what the test writes and the test what the server writes
+# (tests/conftest.py puts the seeded redirect allowlist back for each such test).
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 GEMINI_REDIRECT = "https://vertexaisearch.cloud.google.com/oauth-redirect"
 LOOPBACK_REDIRECT = "http://127.0.0.1:33418/callback"
