@@ -3,7 +3,8 @@
 Tests that use it mark ``@pytest.mark.django_db(transaction=True)``, so that what the servers and
 the test write is committed where the other sees it. Not ``serialized_rollback``: after a plain
 transactional test elsewhere (flush, content types recreated with new ids) its reload fails; the
-one seeded table mcpgate needs, the redirect allowlist, is put back before each test instead.
+one seeded table mcpgate needs, the redirect allowlist, is put back before each test instead
+(tests/conftest.py, for every transactional test).
 """
 
 from __future__ import annotations
@@ -16,19 +17,6 @@ import pytest
 from . import credentials
 from .deployment import Deployment, deployment
 from .oauth2proxy import ensure_binary
-
-
-@pytest.fixture(autouse=True)
-def redirect_allowlist(request: pytest.FixtureRequest, django_db_blocker: Any) -> None:
-    """The seeded redirect allowlist (migration 0002), whatever earlier transactional tests flushed."""
-    if "django_db" not in request.keywords:
-        return
-    from oauth_ext.models import RedirectAllowlistEntry
-    from oauth_ext.redirects import KNOWN_CLIENT_CALLBACKS
-
-    with django_db_blocker.unblock():
-        for uri, match, note in KNOWN_CLIENT_CALLBACKS:
-            RedirectAllowlistEntry.objects.get_or_create(uri=uri, defaults={"match": match, "note": note})
 
 
 @pytest.fixture(scope="session")
