@@ -49,19 +49,8 @@ for _model in (Client, AccessToken, RefreshToken, Grant, IDToken):
 
 FINGERPRINT_LENGTH = 12
 
-# Events written by the console's services, which AuditEvent.Kind does not list (yet).
-OPERATOR_EVENTS = {
-    "client_secret_rotated": "client secret rotated",
-    "client_disabled": "client disabled",
-    "client_enabled": "client enabled",
-    "consent_revoked": "consent revoked by operator",
-    "operator_granted": "operator rights granted (listed)",
-    "operator_removed": "operator rights removed (no longer listed)",
-}
-
-
 def event_label(event: str) -> str:
-    return str(dict(AuditEvent.Kind.choices).get(event) or OPERATOR_EVENTS.get(event) or event)
+    return str(dict(AuditEvent.Kind.choices).get(event) or event)
 
 
 def fingerprint(checksum: str) -> str:
@@ -558,7 +547,7 @@ class EventFilter(admin.SimpleListFilter):
     parameter_name = "event"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [*AuditEvent.Kind.choices, *OPERATOR_EVENTS.items()]
+        return list(AuditEvent.Kind.choices)
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[AuditEvent]) -> QuerySet[AuditEvent]:
         return queryset.filter(event=self.value()) if self.value() else queryset

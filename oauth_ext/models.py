@@ -160,6 +160,12 @@ class AuditEvent(models.Model):
         REFRESH_REUSE = "refresh_reuse", "refresh token reuse detected"
         CLIENT_PURGED = "client_purged", "client purged"
         CLIENT_CREATED = "client_created", "client created by operator"
+        CLIENT_SECRET_ROTATED = "client_secret_rotated", "client secret rotated"
+        CLIENT_DISABLED = "client_disabled", "client disabled"
+        CLIENT_ENABLED = "client_enabled", "client enabled"
+        CONSENT_REVOKED = "consent_revoked", "grant revoked"
+        OPERATOR_GRANTED = "operator_granted", "operator rights granted"
+        OPERATOR_REMOVED = "operator_removed", "operator rights removed"
         TOOL_CALL = "tool_call", "tool called"
 
     created = models.DateTimeField(default=timezone.now, db_index=True)
