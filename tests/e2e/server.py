@@ -191,17 +191,7 @@ class GunicornServer:
     # -- the same deployment, from the command line --------------------------------------
     def manage(self, *args: str) -> str:
         """Run ``manage.py ARGS`` in the server's environment (so on the same database); its stdout."""
-        result = subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=REPO,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert result.returncode == 0, result.stderr
-        return result.stdout
+        return manage(self.env, *args)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -210,6 +200,21 @@ class GunicornServer:
         """Credentials seen by the tests that appear in the log (abbreviated, for a message)."""
         log = self.log()
         return sorted(value[:10] + "…" for value in self.seen if value in log)
+
+
+def manage(env: dict[str, str], *args: str) -> str:
+    """Run ``manage.py ARGS`` with the environment ``env`` (a server's settings); its stdout."""
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
 
 
 def server_env(port: int, db_env: dict[str, str], overrides: dict[str, str]) -> dict[str, str]:
@@ -273,7 +278,7 @@ def gunicorn(*, db_env: dict[str, str], log_path: Path, overrides: dict[str, str
         _wait_until_ready(server, process)
         yield server
     finally:
-        _stop(process)
+        stop(process)
 
 
 def _wait_until_ready(server: GunicornServer, process: subprocess.Popen[bytes]) -> None:
@@ -289,12 +294,13 @@ def _wait_until_ready(server: GunicornServer, process: subprocess.Popen[bytes]) 
     raise ServerFailed(f"gunicorn did not answer /healthz within {START_TIMEOUT:.0f}s:\n{server.log()}")
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the arbiter: workers finish their request and close their database connections."""
+def stop(process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> None:
+    """SIGTERM the process (gunicorn's arbiter: workers finish their request and close their
+    database connections); SIGKILL its session if it has not exited within ``timeout``."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(timeout=STOP_TIMEOUT)
+            process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()

@@ -30,22 +30,18 @@ import base64
 import contextlib
 import os
 import secrets
-import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx2
-import pytest
 
-from tests.e2e.server import VENV_BIN, database_env, free_port, server_env
+from tests.e2e.server import VENV_BIN, database_env, free_port, manage, server_env, stop
 
 from . import credentials, mockoidc
-from .oauth2proxy import oauth2_proxy
+from .oauth2proxy import oauth2_proxy, wait_until_ready
 
 REPO = Path(__file__).resolve().parents[2]
 EMAIL_DOMAIN = "example.com"
@@ -123,17 +119,7 @@ class Deployment:
 
     def manage(self, *args: str) -> str:
         """``manage.py ARGS`` with the servers' settings (so on the same database): its stdout."""
-        result = subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=REPO,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert result.returncode == 0, result.stderr
-        return result.stdout
+        return manage(self.env, *args)
 
     def logs(self) -> str:
         """gunicorn's and oauth2-proxy's logs, all of them."""
@@ -167,29 +153,20 @@ def gunicorn(name: str, env: dict[str, str], log_path: Path, ready_host: str) ->
         )
     server = Gunicorn(name, port, process, log_path)
     try:
-        deadline = time.monotonic() + START_TIMEOUT
         # /healthz answers only on a configured host: ask as the internal host does.
-        with httpx2.Client(
-            base_url=f"http://127.0.0.1:{port}", headers={"Host": ready_host}, trust_env=False, timeout=2.0
-        ) as http:
-            while True:
-                if process.poll() is not None:
-                    pytest.fail(f"gunicorn {name} exited with {process.returncode}:\n{server.log()}")
-                with contextlib.suppress(httpx2.TransportError):
-                    if http.get("/healthz").status_code == 200:
-                        break
-                if time.monotonic() > deadline:
-                    pytest.fail(f"gunicorn {name} did not answer /healthz:\n{server.log()}")
-                time.sleep(0.1)
+        wait_until_ready(
+            process,
+            f"http://127.0.0.1:{port}",
+            "/healthz",
+            what=f"gunicorn {name}",
+            log_path=log_path,
+            timeout=START_TIMEOUT,
+            interval=0.1,
+            headers={"Host": ready_host},
+        )
         yield server
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop(process, STOP_TIMEOUT)
 
 
 def proxy_args(*, redirect_url: str) -> list[str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import httpx2
 import pytest
+
+from tests.e2e.server import stop
 
 REPO = Path(__file__).resolve().parents[2]
 VERSION = "v7.15.6"
@@ -72,23 +73,40 @@ def oauth2_proxy(
             command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        with httpx2.Client(base_url=f"http://{address}", trust_env=False, timeout=2.0) as http:
-            while True:
-                if process.poll() is not None:
-                    pytest.fail(f"oauth2-proxy exited with {process.returncode}:\n{log_path.read_text()}")
-                with contextlib.suppress(httpx2.TransportError):
-                    if http.get("/ping").status_code == 200:
-                        break
-                if time.monotonic() > deadline:
-                    pytest.fail(f"oauth2-proxy did not answer /ping:\n{log_path.read_text()}")
-                time.sleep(0.05)
+        wait_until_ready(
+            process,
+            f"http://{address}",
+            "/ping",
+            what="oauth2-proxy",
+            log_path=log_path,
+            timeout=START_TIMEOUT,
+            interval=0.05,
+        )
         yield process
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop(process, timeout=10)
+
+
+def wait_until_ready(
+    process: subprocess.Popen[bytes],
+    base_url: str,
+    path: str,
+    *,
+    what: str,
+    log_path: Path,
+    timeout: float,
+    interval: float,
+    headers: dict[str, str] | None = None,
+) -> None:
+    """Poll ``path`` until it answers 200; fail the test (with the log) if ``process`` exits or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    with httpx2.Client(base_url=base_url, headers=headers or {}, trust_env=False, timeout=2.0) as http:
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"{what} exited with {process.returncode}:\n{log_path.read_text(errors='replace')}")
+            with contextlib.suppress(httpx2.TransportError):
+                if http.get(path).status_code == 200:
+                    return
+            if time.monotonic() > deadline:
+                pytest.fail(f"{what} did not answer {path}:\n{log_path.read_text(errors='replace')}")
+            time.sleep(interval)
