@@ -9,36 +9,19 @@ status, or the error.
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-import traceback
-from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit
 
-import httpx2
+from tests.e2e import browser
 
 from .browser import approve
 
 
 def visit(url: str, headers: dict[str, str]) -> dict[str, object]:
-    redirect_uri = dict(parse_qsl(urlsplit(url).query))["redirect_uri"]
-    with httpx2.Client(headers=headers, trust_env=False, timeout=20.0) as browser:
-        params = approve(browser, url, redirect_uri)
-        callback = browser.get(redirect_uri + "?" + urlencode(params))
-    return {"url": url, "redirect": params, "callback_status": callback.status_code}
+    return browser.visit(url, headers, approve=approve, callback_from_browser=True)
 
 
 def main(argv: list[str]) -> int:
-    record_path = Path(os.environ["PROXY_BROWSER_RECORD"])
-    url = argv[0] if argv else ""
-    try:
-        record = visit(url, json.loads(os.environ.get("PROXY_BROWSER_HEADERS", "{}")))
-    except Exception:
-        record = {"url": url, "error": traceback.format_exc()}
-    with record_path.open("a") as out:
-        out.write(json.dumps(record) + "\n")
-    return 0 if "error" not in record else 1
+    return browser.main(argv, env_prefix="PROXY_BROWSER", visit=visit)
 
 
 if __name__ == "__main__":
