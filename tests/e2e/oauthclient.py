@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit
 
 import httpx2
+from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 
 ALICE = {"X-Forwarded-Email": "alice@example.com", "X-Forwarded-Groups": "eng"}
 
@@ -30,6 +31,26 @@ def json_of(response: httpx2.Response) -> dict[str, Any]:
     body = json.loads(response.content)
     assert isinstance(body, dict), body
     return body
+
+
+class MemoryTokenStorage:
+    """``mcp.client.auth.TokenStorage`` in memory: what a client would keep on disk."""
+
+    def __init__(self) -> None:
+        self.tokens: OAuthToken | None = None
+        self.client_info: OAuthClientInformationFull | None = None
+
+    async def get_tokens(self) -> OAuthToken | None:
+        return self.tokens
+
+    async def set_tokens(self, tokens: OAuthToken) -> None:
+        self.tokens = tokens
+
+    async def get_client_info(self) -> OAuthClientInformationFull | None:
+        return self.client_info
+
+    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+        self.client_info = client_info
 
 
 @dataclass(frozen=True)
@@ -169,17 +190,8 @@ def authorize(
     """
     pkce = PKCE.make()
     state = "st-" + secrets.token_urlsafe(12)
-    query = {
-        "response_type": "code",
-        "client_id": client_id,
-        "redirect_uri": redirect_uri,
-        "scope": scope,
-        "state": state,
-        "code_challenge": pkce.challenge,
-        "code_challenge_method": "S256",
-        "resource": discovery.resource,
-    }
-    page = browser.get(discovery.endpoint("authorization") + "?" + urlencode(query))
+    query = authorization_query(client_id, redirect_uri, discovery.resource, state, pkce.challenge, scope=scope)
+    page = browser.get(discovery.endpoint("authorization") + "?" + query)
     consent_shown = page.status_code == 200
     if consent_shown:
         for text in consent_text:
@@ -190,6 +202,23 @@ def authorize(
     assert params["state"] == state  # AS3
     assert params["iss"] == discovery.issuer  # RFC 9207
     return Grant(params["code"], redirect_uri, pkce, state, params, consent_shown)
+
+
+def authorization_query(
+    client_id: str, redirect_uri: str, resource: str, state: str, code_challenge: str, *, scope: str = "mcp"
+) -> str:
+    """The authorization request's query (RFC 6749 §4.1.1 with PKCE S256 and the RFC 8707 resource)."""
+    query = {
+        "response_type": "code",
+        "client_id": client_id,
+        "redirect_uri": redirect_uri,
+        "scope": scope,
+        "state": state,
+        "code_challenge": code_challenge,
+        "code_challenge_method": "S256",
+        "resource": resource,
+    }
+    return urlencode(query)
 
 
 def basic_auth(client_id: str, client_secret: str) -> str:

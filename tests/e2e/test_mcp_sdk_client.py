@@ -25,7 +25,7 @@ import pytest
 from mcp.client import Client
 from mcp.client.auth import OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
 from mcp_types import CallToolResult
 from mcp_types.version import LATEST_HANDSHAKE_VERSION, LATEST_MODERN_VERSION
 from oauth2_provider.models import get_access_token_model
@@ -33,33 +33,13 @@ from oauth2_provider.models import get_access_token_model
 from notes.models import Note
 from oauth_ext.models import Client as OAuthClient
 
-from .oauthclient import ALICE, approve, authorize, discover, exchange, json_of
+from .oauthclient import ALICE, MemoryTokenStorage, approve, authorize, discover, exchange, json_of
 from .server import GunicornServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 REDIRECT_URI = "http://127.0.0.1:33419/callback"
 CONNECT_TIMEOUT = 60.0
-
-
-class MemoryTokenStorage:
-    """``mcp.client.auth.TokenStorage`` in memory: what a client would keep on disk."""
-
-    def __init__(self) -> None:
-        self.tokens: OAuthToken | None = None
-        self.client_info: OAuthClientInformationFull | None = None
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client_info
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client_info = client_info
 
 
 @dataclass

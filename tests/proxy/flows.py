@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import secrets
 from typing import Any
-from urllib.parse import urlencode
 
 import httpx2
 
-from tests.e2e.oauthclient import PKCE, Discovery, Grant, discover, exchange, json_of
+from tests.e2e.oauthclient import PKCE, Discovery, Grant, authorization_query, discover, exchange, json_of
 
 from . import credentials
 from .browser import approve
@@ -49,18 +48,9 @@ def grant(
     """The person approves ``client_id`` in their browser (signing in through oauth2-proxy first if needed)."""
     pkce = PKCE.make()
     state = "st-" + secrets.token_urlsafe(12)
-    query = {
-        "response_type": "code",
-        "client_id": client_id,
-        "redirect_uri": redirect_uri,
-        "scope": "mcp",
-        "state": state,
-        "code_challenge": pkce.challenge,
-        "code_challenge_method": "S256",
-        "resource": discovery.resource,
-    }
+    query = authorization_query(client_id, redirect_uri, discovery.resource, state, pkce.challenge)
     params = approve(
-        browser, discovery.endpoint("authorization") + "?" + urlencode(query), redirect_uri, consent_text=consent_text
+        browser, discovery.endpoint("authorization") + "?" + query, redirect_uri, consent_text=consent_text
     )
     assert "error" not in params, params
     assert params["state"] == state

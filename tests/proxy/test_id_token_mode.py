@@ -8,12 +8,10 @@ Gina (gina@example.com, a consumer Google account using that address: no ``hd``)
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
-
 import pytest
 
 from oauth_ext.models import User
-from tests.e2e.oauthclient import PKCE, discover
+from tests.e2e.oauthclient import PKCE, authorization_query, discover
 
 from . import mockoidc
 from .browser import approve, browse
@@ -28,17 +26,8 @@ def authorize_url(deployed: Deployment, name: str) -> str:
     with deployed.client() as http:
         discovery = discover(http, deployed.internal + "/mcp")
         client_id = register(http, discovery, name, LOOPBACK_REDIRECT, "none")["client_id"]
-    query = {
-        "response_type": "code",
-        "client_id": client_id,
-        "redirect_uri": LOOPBACK_REDIRECT,
-        "scope": "mcp",
-        "state": "s1",
-        "code_challenge": PKCE.make().challenge,
-        "code_challenge_method": "S256",
-        "resource": discovery.resource,
-    }
-    return discovery.endpoint("authorization") + "?" + urlencode(query)
+    query = authorization_query(client_id, LOOPBACK_REDIRECT, discovery.resource, "s1", PKCE.make().challenge)
+    return discovery.endpoint("authorization") + "?" + query
 
 
 def test_claude_code_signs_in_with_a_verified_id_token(deployed_id_token: Deployment) -> None:

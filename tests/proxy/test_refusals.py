@@ -3,12 +3,10 @@ on the wrong host, a revoked token. Mallory (mallory@evil.test) is outside the o
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
-
 import pytest
 
 from oauth_ext.models import User
-from tests.e2e.oauthclient import PKCE, discover, json_of
+from tests.e2e.oauthclient import PKCE, authorization_query, discover, json_of
 
 from .browser import browse
 from .deployment import UNTRUSTED_ADDRESS, Deployment
@@ -21,17 +19,9 @@ ALICE_HEADERS = {"X-Forwarded-Email": "alice@example.com", "X-Forwarded-User": "
 
 
 def authorize_path(client_id: str, resource: str) -> str:
-    query = {
-        "response_type": "code",
-        "client_id": client_id,
-        "redirect_uri": LOOPBACK_REDIRECT,
-        "scope": "mcp",
-        "state": "s1",
-        "code_challenge": PKCE.make().challenge,
-        "code_challenge_method": "S256",
-        "resource": resource,
-    }
-    return "/oauth/authorize?" + urlencode(query)
+    return "/oauth/authorize?" + authorization_query(
+        client_id, LOOPBACK_REDIRECT, resource, "s1", PKCE.make().challenge
+    )
 
 
 def registered_client(deployed: Deployment, name: str) -> str:
