@@ -8,12 +8,10 @@ outside the allowed email domain. Requests "from oauth2-proxy" come from PROXY_A
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
@@ -24,6 +22,7 @@ from django.test import Client as HttpClient
 from django.test import override_settings
 
 from oauth_ext.models import Client
+from tests.e2e.oauthclient import PKCE
 
 PROXY_ADDR = "10.9.9.9"
 PUBLIC = "mcp.example.com"
@@ -108,18 +107,6 @@ def hidden_inputs(html: str) -> dict[str, str]:
     parser = _HiddenInputs()
     parser.feed(html)
     return parser.values
-
-
-@dataclass
-class PKCE:
-    verifier: str
-    challenge: str
-
-    @classmethod
-    def make(cls) -> PKCE:
-        verifier = secrets.token_urlsafe(48)
-        digest = hashlib.sha256(verifier.encode()).digest()
-        return cls(verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode())
 
 
 @pytest.fixture
