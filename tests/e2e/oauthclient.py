@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit
 
 import httpx2
-from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
 ALICE = {"X-Forwarded-Email": "alice@example.com", "X-Forwarded-Groups": "eng"}
 
@@ -51,6 +51,23 @@ class MemoryTokenStorage:
 
     async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
         self.client_info = client_info
+
+
+def public_client_metadata(client_name: str, redirect_uri: str) -> OAuthClientMetadata:
+    """What the ``mcp`` SDK's OAuth provider registers for a public client with a loopback redirect."""
+    return OAuthClientMetadata(
+        client_name=client_name,
+        redirect_uris=[redirect_uri],
+        grant_types=["authorization_code", "refresh_token"],
+        response_types=["code"],
+        token_endpoint_auth_method="none",
+    )
+
+
+def authorization_code_result(params: dict[str, str]) -> AuthorizationCodeResult:
+    """The redirect's query, handed to the SDK's ``callback_handler``."""
+    assert "error" not in params, params
+    return AuthorizationCodeResult(code=params["code"], state=params.get("state"), iss=params.get("iss"))
 
 
 @dataclass(frozen=True)
@@ -202,6 +219,25 @@ def authorize(
     assert params["state"] == state  # AS3
     assert params["iss"] == discovery.issuer  # RFC 9207
     return Grant(params["code"], redirect_uri, pkce, state, params, consent_shown)
+
+
+def register(
+    http: httpx2.Client, discovery: Discovery, name: str, redirect_uri: str, auth_method: str, **extra: str
+) -> dict[str, Any]:
+    """RFC 7591 registration, as the client named would send it (``extra``: further metadata)."""
+    response = http.post(
+        discovery.endpoint("registration"),
+        json={
+            "client_name": name,
+            "redirect_uris": [redirect_uri],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": auth_method,
+            **extra,
+        },
+    )
+    assert response.status_code == 201, response.text
+    return json_of(response)
 
 
 def authorization_query(

@@ -23,7 +23,7 @@ from oauth2_provider.models import get_access_token_model, get_refresh_token_mod
 
 from oauth_ext.models import Client, User
 
-from .oauthclient import ALICE, Discovery, authorize, discover, exchange, json_of, refresh, submit_form
+from .oauthclient import ALICE, Discovery, authorize, discover, exchange, json_of, refresh, register, submit_form
 from .server import GunicornServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -45,19 +45,7 @@ def checksum(token: str) -> str:
 
 def register_public_client(http: httpx2.Client, discovery: Discovery, name: str) -> str:
     """RFC 7591 registration as mcp-remote does it: a native public client with a loopback redirect."""
-    response = http.post(
-        discovery.endpoint("registration"),
-        json={
-            "client_name": name,
-            "redirect_uris": [LOOPBACK_REDIRECT],
-            "grant_types": ["authorization_code", "refresh_token"],
-            "response_types": ["code"],
-            "token_endpoint_auth_method": "none",
-            "application_type": "native",
-        },
-    )
-    assert response.status_code == 201, response.text
-    registered = json_of(response)
+    registered = register(http, discovery, name, LOOPBACK_REDIRECT, "none", application_type="native")
     assert registered["token_endpoint_auth_method"] == "none"
     assert registered["redirect_uris"] == [LOOPBACK_REDIRECT]
     assert "client_secret" not in registered

@@ -25,7 +25,7 @@ import pytest
 from mcp.client import Client
 from mcp.client.auth import OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
+from mcp.shared.auth import AuthorizationCodeResult
 from mcp_types import CallToolResult
 from mcp_types.version import LATEST_HANDSHAKE_VERSION, LATEST_MODERN_VERSION
 from oauth2_provider.models import get_access_token_model
@@ -33,7 +33,17 @@ from oauth2_provider.models import get_access_token_model
 from notes.models import Note
 from oauth_ext.models import Client as OAuthClient
 
-from .oauthclient import ALICE, MemoryTokenStorage, approve, authorize, discover, exchange, json_of
+from .oauthclient import (
+    ALICE,
+    MemoryTokenStorage,
+    approve,
+    authorization_code_result,
+    authorize,
+    discover,
+    exchange,
+    json_of,
+    public_client_metadata,
+)
 from .server import GunicornServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -60,9 +70,7 @@ class Person:
         self.redirects.append(await anyio.to_thread.run_sync(self.approve, url))
 
     async def callback_handler(self) -> AuthorizationCodeResult:
-        params = self.redirects[-1]
-        assert "error" not in params, params
-        return AuthorizationCodeResult(code=params["code"], state=params.get("state"), iss=params.get("iss"))
+        return authorization_code_result(self.redirects[-1])
 
 
 @dataclass
@@ -98,13 +106,7 @@ def connect_and(
     run = Run(Person(server, consent_text), MemoryTokenStorage(), Exchanges())
     provider = OAuthClientProvider(
         server_url=url,
-        client_metadata=OAuthClientMetadata(
-            client_name=client_name,
-            redirect_uris=[REDIRECT_URI],
-            grant_types=["authorization_code", "refresh_token"],
-            response_types=["code"],
-            token_endpoint_auth_method="none",
-        ),
+        client_metadata=public_client_metadata(client_name, REDIRECT_URI),
         storage=run.storage,
         redirect_handler=run.person.redirect_handler,
         callback_handler=run.person.callback_handler,

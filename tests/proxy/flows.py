@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx2
 
-from tests.e2e.oauthclient import PKCE, Discovery, Grant, authorization_query, discover, exchange, json_of
+from tests.e2e.oauthclient import PKCE, Discovery, Grant, authorization_query, discover, exchange, json_of, register
 
 from . import credentials
 from .browser import approve
@@ -17,24 +17,6 @@ from .deployment import Deployment
 LOOPBACK_REDIRECT = "http://127.0.0.1:33419/callback"
 CLAUDE_CALLBACK = "https://claude.ai/api/mcp/auth_callback"
 GEMINI_CALLBACK = "https://vertexaisearch.cloud.google.com/oauth-redirect"
-
-
-def register(
-    http: httpx2.Client, discovery: Discovery, name: str, redirect_uri: str, auth_method: str
-) -> dict[str, Any]:
-    """RFC 7591 registration, as the client named would send it."""
-    response = http.post(
-        discovery.endpoint("registration"),
-        json={
-            "client_name": name,
-            "redirect_uris": [redirect_uri],
-            "grant_types": ["authorization_code", "refresh_token"],
-            "response_types": ["code"],
-            "token_endpoint_auth_method": auth_method,
-        },
-    )
-    assert response.status_code == 201, response.text
-    return json_of(response)
 
 
 def grant(

@@ -11,9 +11,9 @@ import httpx2
 from mcp.client import Client
 from mcp.client.auth import OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
+from mcp.shared.auth import AuthorizationCodeResult
 
-from tests.e2e.oauthclient import MemoryTokenStorage
+from tests.e2e.oauthclient import MemoryTokenStorage, authorization_code_result, public_client_metadata
 
 from . import credentials
 
@@ -43,19 +43,11 @@ def sdk_oauth_whoami(
         redirects.append(await anyio.to_thread.run_sync(approve, url))
 
     async def callback_handler() -> AuthorizationCodeResult:
-        params = redirects[-1]
-        assert "error" not in params, params
-        return AuthorizationCodeResult(code=params["code"], state=params.get("state"), iss=params.get("iss"))
+        return authorization_code_result(redirects[-1])
 
     provider = OAuthClientProvider(
         server_url=mcp_url,
-        client_metadata=OAuthClientMetadata(
-            client_name=client_name,
-            redirect_uris=[redirect_uri],
-            grant_types=["authorization_code", "refresh_token"],
-            response_types=["code"],
-            token_endpoint_auth_method="none",
-        ),
+        client_metadata=public_client_metadata(client_name, redirect_uri),
         storage=run.storage,
         redirect_handler=redirect_handler,
         callback_handler=callback_handler,
