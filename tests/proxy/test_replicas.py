@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx2
 import pytest
 
-from tests.e2e.oauthclient import discover, json_of
+from tests.e2e.oauthclient import Grant, discover, json_of
 
 from .deployment import Deployment
 from .flows import LOOPBACK_REDIRECT, grant, register
@@ -21,6 +21,21 @@ def token(http: httpx2.Client, data: dict[str, str]) -> httpx2.Response:
     return response
 
 
+def redeem(http: httpx2.Client, code: Grant, client_id: str, resource: str) -> httpx2.Response:
+    """The authorization code grant at ``http``'s own replica (not the discovered token endpoint)."""
+    return token(
+        http,
+        {
+            "grant_type": "authorization_code",
+            "code": code.code,
+            "redirect_uri": LOOPBACK_REDIRECT,
+            "code_verifier": code.pkce.verifier,
+            "client_id": client_id,
+            "resource": resource,
+        },
+    )
+
+
 def test_tokens_rotation_and_revocation_hold_across_replicas(deployed: Deployment) -> None:
     with (
         deployed.client() as a,
@@ -33,17 +48,7 @@ def test_tokens_rotation_and_revocation_hold_across_replicas(deployed: Deploymen
         b_log_before = deployed.gunicorns["b"].log().count("/oauth/token")
 
         # The code minted by A is redeemed at B; the token works on both.
-        minted = token(
-            b,
-            {
-                "grant_type": "authorization_code",
-                "code": code.code,
-                "redirect_uri": LOOPBACK_REDIRECT,
-                "code_verifier": code.pkce.verifier,
-                "client_id": client_id,
-                "resource": discovery.resource,
-            },
-        )
+        minted = redeem(b, code, client_id, discovery.resource)
         assert minted.status_code == 200, minted.text
         first = json_of(minted)
         assert deployed.gunicorns["b"].log().count("/oauth/token") > b_log_before  # B really served it
@@ -67,19 +72,7 @@ def test_tokens_rotation_and_revocation_hold_across_replicas(deployed: Deploymen
 
         # A fresh grant; revoked at B, refused at A at once.
         code = grant(browser, discovery, client_id=client_id, redirect_uri=LOOPBACK_REDIRECT)
-        third = json_of(
-            token(
-                a,
-                {
-                    "grant_type": "authorization_code",
-                    "code": code.code,
-                    "redirect_uri": LOOPBACK_REDIRECT,
-                    "code_verifier": code.pkce.verifier,
-                    "client_id": client_id,
-                    "resource": discovery.resource,
-                },
-            )
-        )
+        third = json_of(redeem(a, code, client_id, discovery.resource))
         assert mcp_status(b, third["access_token"]) == 200
         revoked = b.post("/oauth/revoke", data={"token": third["access_token"], "client_id": client_id})
         assert revoked.status_code == 200, revoked.text
