@@ -245,6 +245,23 @@ def server_env(port: int, db_env: dict[str, str], overrides: dict[str, str]) -> 
     return env
 
 
+def gunicorn_command(port: int, *, control_socket: Path | None = None) -> list[str]:
+    """``gunicorn -c deploy/gunicorn.conf.py -k uvicorn_worker.UvicornWorker --bind 127.0.0.1:PORT
+    [--control-socket PATH] mcpgate.asgi:application``."""
+    command = [
+        str(VENV_BIN / "gunicorn"),
+        "-c",
+        "deploy/gunicorn.conf.py",
+        "-k",
+        WORKER_CLASS,
+        "--bind",
+        f"127.0.0.1:{port}",
+    ]
+    if control_socket is not None:
+        command += ["--control-socket", str(control_socket)]
+    return [*command, ASGI_APPLICATION]
+
+
 @contextlib.contextmanager
 def gunicorn(*, db_env: dict[str, str], log_path: Path, overrides: dict[str, str]) -> Iterator[GunicornServer]:
     """Run ``gunicorn -c deploy/gunicorn.conf.py -k uvicorn_worker.UvicornWorker mcpgate.asgi:application``.
@@ -256,20 +273,9 @@ def gunicorn(*, db_env: dict[str, str], log_path: Path, overrides: dict[str, str
     env = server_env(port, db_env, overrides)
     server = GunicornServer(port=port, env=env, log_path=log_path)
     server.remember(env["SECRET_KEY"])
-    command = [
-        str(VENV_BIN / "gunicorn"),
-        "-c",
-        "deploy/gunicorn.conf.py",
-        "-k",
-        WORKER_CLASS,
-        "--bind",
-        f"127.0.0.1:{port}",
-        # gunicorn's default control socket is one per user (~/.gunicorn/gunicorn.ctl): a second
-        # instance unlinks the first's and removes its own on exit. Keep the test's to itself.
-        "--control-socket",
-        str(log_path.with_name("gunicorn.ctl")),
-        ASGI_APPLICATION,
-    ]
+    # gunicorn's default control socket is one per user (~/.gunicorn/gunicorn.ctl): a second
+    # instance unlinks the first's and removes its own on exit. Keep the test's to itself.
+    command = gunicorn_command(port, control_socket=log_path.with_name("gunicorn.ctl"))
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

@@ -38,7 +38,7 @@ from typing import Any
 
 import httpx2
 
-from tests.e2e.server import VENV_BIN, database_env, free_port, manage, server_env, stop
+from tests.e2e.server import database_env, free_port, gunicorn_command, manage, server_env, stop
 
 from . import credentials, mockoidc
 from .oauth2proxy import oauth2_proxy, wait_until_ready
@@ -137,16 +137,7 @@ def cookie_secret() -> str:
 def gunicorn(name: str, env: dict[str, str], log_path: Path, ready_host: str) -> Iterator[Gunicorn]:
     """The production command line: ``gunicorn -c deploy/gunicorn.conf.py -k uvicorn_worker.UvicornWorker``."""
     port = free_port()
-    command = [
-        str(VENV_BIN / "gunicorn"),
-        "-c",
-        "deploy/gunicorn.conf.py",
-        "-k",
-        "uvicorn_worker.UvicornWorker",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "mcpgate.asgi:application",
-    ]
+    command = gunicorn_command(port)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
