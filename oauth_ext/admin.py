@@ -49,6 +49,7 @@ for _model in (Client, AccessToken, RefreshToken, Grant, IDToken):
 
 FINGERPRINT_LENGTH = 12
 
+
 def event_label(event: str) -> str:
     return str(dict(AuditEvent.Kind.choices).get(event) or event)
 
