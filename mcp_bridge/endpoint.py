@@ -1,39 +1,64 @@
-"""The /mcp ASGI endpoint: admission (proxy, host, Origin, bearer token, scope) in front of the SDK.
+"""The /mcp ASGI endpoint: admission (proxy, host, Origin, bearer token, rate, scope) in front of the SDK.
 
 Everything protocol-shaped (JSON-RPC parsing, lifecycle, versions 2025-03-26 … 2026-07-28,
 notifications) is the ``mcp`` SDK's ``StreamableHTTPSessionManager``. This module only decides
-whether a request may reach it, in one worker-thread hop that runs the same Django middleware
-the rest of the site uses and the DRF authentication class; what a stateless server does not
-offer (GET, DELETE, batches) it refuses itself (see ``_Gate._refuse_method_or_batch``).
+whether a request may reach it, in two steps:
+
+1. ``admit``, in one worker-thread hop and before a byte of the body is read: the same Django
+   middleware the rest of the site uses, the Origin, the DRF authentication class, the per-token
+   rate limit and the method. A request without a valid token gets its 401 challenge without the
+   server reading (or waiting for) up to ``MAX_BODY`` of body.
+2. ``Message.refusal``, on the body (no database): what a stateless server does not offer
+   (batches) and a message that is not JSON-RPC at all, which the SDK would refuse with its
+   validator's text; then the scopes the called tool needs.
+
+A database that is away while a request is admitted or a tool runs is a 503 with ``Retry-After``
+and a JSON-RPC error body, never an exception.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+import pydantic_core
 from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
 from django.db import close_old_connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from mcp_types import jsonrpc_message_adapter
 from oauth2_provider.www_authenticate import build_bearer_challenge
+from pydantic import ValidationError
 from rest_framework.exceptions import AuthenticationFailed
 
+from mcpgate import ratelimit
+from mcpgate.errors import RETRY_AFTER_SECONDS, TRANSIENT_DATABASE_ERRORS
 from oauth_ext.hosts import host_for_request
 from oauth_ext.middleware import HostMiddleware, TrustedProxyMiddleware
+from oauth_ext.models import AuditEvent
 from oauth_ext.scopes import BASIC_SCOPE
+from oauth_ext.services import audit_record
 
 from .authentication import MCPBearerAuthentication
 from .context import ToolContext
 from .origins import origin_allowed
 from .registry import registry
-from .server import CONTEXT_KEY, audit_tool_call, build_server, build_session_manager
+from .server import (
+    CONTEXT_KEY,
+    OUTCOME_KEY,
+    UNAVAILABLE_MESSAGE,
+    Outcome,
+    audit_tool_call,
+    build_server,
+    build_session_manager,
+    describe_problem,
+    log_database_unavailable,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,27 +69,42 @@ Send = Callable[[Message], Awaitable[None]]
 
 MAX_BODY = 4 * 1024 * 1024  # the SDK's own default limit
 
+# JSON-RPC 2.0 §5.1 error codes: -32600 Invalid Request, -32603 Internal error, and one from the
+# range left to implementations (-32000 to -32099) for HTTP 429, which MCP does not use.
+INVALID_REQUEST = -32600
+INTERNAL_ERROR = -32603
+RATE_LIMITED = -32029
 
-def jsonrpc_error(status: int, code: int, message: str) -> JsonResponse:
-    return JsonResponse({"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}, status=status)
+_NOT_JSON = object()
+
+
+def jsonrpc_error(status: int, code: int, message: str, id: str | int | None = None) -> JsonResponse:
+    return JsonResponse({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}}, status=status)
+
+
+def unavailable() -> JsonResponse:
+    """503 (RFC 9110 §15.6.4) with Retry-After, JSON-RPC shaped: the database is away."""
+    response = jsonrpc_error(503, INTERNAL_ERROR, UNAVAILABLE_MESSAGE)
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
 
 
 @dataclass
 class Admission:
     context: ToolContext | None
     refusal: HttpResponse | None
+    request: HttpRequest | None = None
 
 
 class _Gate:
     """The innermost "view" of the admission chain (after TrustedProxy and Host middleware)."""
 
-    def __init__(self, body: bytes) -> None:
-        self.body = body
+    def __init__(self) -> None:
         self.context: ToolContext | None = None
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if not origin_allowed(request.META.get("HTTP_ORIGIN")):
-            return jsonrpc_error(403, -32600, "Origin not allowed")
+            return jsonrpc_error(403, INVALID_REQUEST, "Origin not allowed")
         authenticator = MCPBearerAuthentication()
         # The class is DRF's, but works on the plain HttpRequest too: no DRF body parsing here,
         # the body belongs to the SDK (a malformed one must get its -32700, not a DRF error).
@@ -75,48 +115,59 @@ class _Gate:
         if result is None:
             return self._unauthorized(authenticator, request)
         user, token = result
-        host = host_for_request(request)
         context = ToolContext(
             user=user,
             client=token.application,
             scopes=frozenset(token.scope.split()),
             groups=frozenset(user.proxy_groups or ()),
             token_expires=token.expires,
-            host=host,
+            host=host_for_request(request),
             token_id=token.pk,
             client_ip=getattr(request, "mcpgate_client_ip", None),
         )
-        refusal = self._refuse_method_or_batch(request)
+        refusal = self._rate_limited(request, context) or self._refuse_method(request)
         if refusal is not None:
             return refusal
-        missing = self._missing_scopes(context)
-        if missing:
-            return self._insufficient_scope(request, context, missing)
-        if BASIC_SCOPE not in context.scopes:
-            # The basic scope is what admits a client to /mcp at all (PRM scopes_supported).
-            return self._insufficient_scope(request, context, frozenset({BASIC_SCOPE}))
         self.context = context
         return HttpResponse(status=204)
 
-    def _refuse_method_or_batch(self, request: HttpRequest) -> HttpResponse | None:
-        """What this stateless server does not offer, answered before the SDK sees it.
+    @staticmethod
+    def _rate_limited(request: HttpRequest, context: ToolContext) -> HttpResponse | None:
+        """MCPGATE_RATE_LIMIT_MCP per access token: 429 with Retry-After (RFC 6585 §4).
 
-        - GET opens the standalone SSE stream and DELETE ends a session (transports,
-          "Listening for Messages from the Server" and "Session Management", 2025-03-26 to
-          2025-11-25); a stateless server has neither, so both get 405, as every other
-          method but POST, with ``Allow`` (RFC 9110 §15.5.6). 2026-07-28 says the same (H1, H7).
-          Left to the SDK, a stateless GET opens a stream that never carries anything.
-        - A JSON array is a batch: removed in 2025-06-18 (H3) and not served by the SDK at
-          any version; it answers -32602 with pydantic's text, this answers -32600 (JSON-RPC 2.0
-          §5.1 "Invalid Request") without internals.
+        Counted only once the token is known to be valid, so nobody can spend another's budget,
+        and before the body is read. The first refusal of a window is audited.
         """
-        if request.method != "POST":
-            response = jsonrpc_error(405, -32600, "Method not allowed: POST one JSON-RPC message")
-            response["Allow"] = "POST"
-            return response
-        if isinstance(self.message, list):
-            return jsonrpc_error(400, -32600, "Batches are not supported: POST one JSON-RPC message")
-        return None
+        verdict = ratelimit.hit(ratelimit.MCP, str(context.token_id), request)
+        if verdict is None or not verdict.refused:
+            return None
+        detail = ratelimit.note_refusal(ratelimit.MCP)
+        if verdict.first_refusal:
+            audit_record(
+                event=AuditEvent.Kind.RATE_LIMITED,
+                user=context.user,
+                client=context.client,
+                host=context.host.name,
+                ip=context.client_ip,
+                detail=detail,
+            )
+        response = jsonrpc_error(429, RATE_LIMITED, ratelimit.refusal_message(ratelimit.MCP, verdict))
+        response["Retry-After"] = str(verdict.retry_after)
+        return response
+
+    @staticmethod
+    def _refuse_method(request: HttpRequest) -> HttpResponse | None:
+        """GET opens the standalone SSE stream and DELETE ends a session (transports,
+        "Listening for Messages from the Server" and "Session Management", 2025-03-26 to
+        2025-11-25); a stateless server has neither, so both get 405, as every other method but
+        POST, with ``Allow`` (RFC 9110 §15.5.6). 2026-07-28 says the same (H1, H7). Left to the
+        SDK, a stateless GET opens a stream that never carries anything.
+        """
+        if request.method == "POST":
+            return None
+        response = jsonrpc_error(405, INVALID_REQUEST, "Method not allowed: POST one JSON-RPC message")
+        response["Allow"] = "POST"
+        return response
 
     @staticmethod
     def _unauthorized(authenticator: MCPBearerAuthentication, request: HttpRequest) -> HttpResponse:
@@ -131,60 +182,130 @@ class _Gate:
         response["Cache-Control"] = "no-store"
         return response
 
+
+def admit(scope: Scope) -> Admission:
+    """Run in a worker thread, before the body is read: proxy/host middleware as for Django views, then the gate."""
+    gate = _Gate()
+    try:
+        close_old_connections()  # as Django does per request: CONN_MAX_AGE, broken connections
+        request = ASGIRequest(scope, io.BytesIO(b""))
+        response = TrustedProxyMiddleware(HostMiddleware(gate))(request)
+    except TRANSIENT_DATABASE_ERRORS as exc:
+        log_database_unavailable(exc, "admitting a /mcp request")
+        close_old_connections()  # drop this thread's broken connection; the next request reconnects
+        return Admission(None, unavailable())
+    if gate.context is None:
+        return Admission(None, response)
+    return Admission(gate.context, None, request)
+
+
+class RequestMessage:
+    """The body of an admitted request, as far as admission needs to read it (no database)."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
     @cached_property
-    def message(self) -> Any:
-        """The decoded body, or None when it is not JSON (the SDK answers that: -32700)."""
+    def parsed(self) -> Any:
+        """The decoded body (parsed as the SDK parses it), or _NOT_JSON (the SDK answers that: -32700)."""
         try:
-            return json.loads(self.body)
-        except (ValueError, RecursionError):
-            return None
+            return pydantic_core.from_json(self.body)
+        except ValueError:
+            return _NOT_JSON
 
     @cached_property
     def called_tool(self) -> str | None:
         """The tool name of a tools/call request, if this is one."""
-        message = self.message
+        message = self.parsed
         if not isinstance(message, dict) or message.get("method") != "tools/call":
             return None
         params = message.get("params")
         name = params.get("name") if isinstance(params, dict) else None
         return name if isinstance(name, str) else None
 
-    def _missing_scopes(self, context: ToolContext) -> frozenset[str]:
+    def refusal(self) -> HttpResponse | None:
+        """A batch, or a body that is JSON but not a JSON-RPC message: -32600 (JSON-RPC 2.0 §5.1).
+
+        - A JSON array is a batch: removed in 2025-06-18 (H3) and not served by the SDK at any
+          version, which answers it -32602 with pydantic's text.
+        - Any other message is validated as the SDK validates it (the same type adapter), so that
+          what it would refuse with "Validation error: <pydantic's report, input values and links
+          included>" is refused here naming the offending member instead. A request whose id is
+          not a string or an integer (MCP "Requests") is refused too: the SDK would take it for a
+          notification and never answer.
+        """
+        message = self.parsed
+        if message is _NOT_JSON:
+            return None
+        if isinstance(message, list):
+            return jsonrpc_error(400, INVALID_REQUEST, "Batches are not supported: POST one JSON-RPC message")
+        problem = jsonrpc_problem(message)
+        if problem is None:
+            return None
+        identifier = message.get("id") if isinstance(message, dict) else None
+        if isinstance(identifier, bool) or not isinstance(identifier, str | int):
+            identifier = None
+        return jsonrpc_error(400, INVALID_REQUEST, f"Invalid request: {problem}", id=identifier)
+
+    def missing_scopes(self, context: ToolContext) -> frozenset[str]:
         """A tools/call for a tool needing scopes the token lacks: the client should step up."""
         tool = registry.get(self.called_tool) if self.called_tool else None
         if tool is None or not tool.visible_to(context):
             return frozenset()
         return tool.missing_scopes(context.scopes)
 
-    def _insufficient_scope(self, request: HttpRequest, context: ToolContext, missing: frozenset[str]) -> HttpResponse:
-        """RFC 6750 §3.1 insufficient_scope (403) naming every scope to ask for (checklist R4).
 
-        A refused tools/call is audited like a served one (outcome ``insufficient_scope``).
-        """
-        if self.called_tool:
-            audit_tool_call(context, self.called_tool, outcome="insufficient_scope", duration_ms=0.0, arguments=None)
-        wanted = " ".join(sorted(context.scopes | missing))
-        needs = "This tool needs" if self.called_tool else "This server needs"
-        description = f"{needs} the scope(s): {' '.join(sorted(missing))}."
-        response = JsonResponse({"error": "insufficient_scope", "error_description": description}, status=403)
-        response["Cache-Control"] = "no-store"
-        response["WWW-Authenticate"] = build_bearer_challenge(
-            request,
-            oauth2_error={"error": "insufficient_scope", "scope": wanted, "error_description": description},
-            resource_metadata_url=context.host.resource_metadata_url,
-        )
-        return response
+def jsonrpc_problem(message: Any) -> str | None:
+    """What keeps ``message`` from being a JSON-RPC 2.0 message, in words; None when it is one."""
+    if not isinstance(message, dict):
+        return "the body must be a JSON-RPC object"
+    if "method" in message and "id" in message:
+        identifier = message["id"]
+        if isinstance(identifier, bool) or not isinstance(identifier, str | int):
+            return "id must be a string or an integer"
+    try:
+        jsonrpc_message_adapter.validate_python(message, by_name=False)
+    except ValidationError as exc:
+        # The adapter tries each kind of message; report against the one this looks like.
+        if "method" in message:
+            kind = "JSONRPCRequest" if "id" in message else "JSONRPCNotification"
+        elif "result" in message:
+            kind = "JSONRPCResponse"
+        elif "error" in message:
+            kind = "JSONRPCError"
+        else:
+            kind = "JSONRPCRequest"
+        errors = [e for e in exc.errors() if e["loc"][:1] == (kind,)] or exc.errors()
+        return describe_problem(errors[0], skip=1, subject="the message")
+    return None
 
 
-def admit(scope: Scope, body: bytes) -> Admission:
-    """Run in a worker thread: the same proxy/host middleware as Django views, then the gate."""
-    close_old_connections()  # as Django does per request: CONN_MAX_AGE, broken connections
-    request = ASGIRequest(scope, io.BytesIO(b""))
-    gate = _Gate(body)
-    response = TrustedProxyMiddleware(HostMiddleware(gate))(request)
-    if gate.context is None:
-        return Admission(None, response)
-    return Admission(gate.context, None)
+def insufficient_scope(admission: Admission, message: RequestMessage, missing: frozenset[str]) -> HttpResponse:
+    """RFC 6750 §3.1 insufficient_scope (403) naming every scope to ask for (checklist R4).
+
+    A refused tools/call is audited like a served one (outcome ``insufficient_scope``). Runs in
+    a worker thread (the audit row).
+    """
+    context, request = admission.context, admission.request
+    assert context is not None and request is not None
+    if message.called_tool:
+        try:
+            audit_tool_call(context, message.called_tool, outcome="insufficient_scope", duration_ms=0.0, arguments=None)
+        except TRANSIENT_DATABASE_ERRORS as exc:
+            log_database_unavailable(exc, "auditing a refused tools/call")
+            close_old_connections()
+            return unavailable()
+    wanted = " ".join(sorted(context.scopes | missing))
+    needs = "This tool needs" if message.called_tool else "This server needs"
+    description = f"{needs} the scope(s): {' '.join(sorted(missing))}."
+    response = JsonResponse({"error": "insufficient_scope", "error_description": description}, status=403)
+    response["Cache-Control"] = "no-store"
+    response["WWW-Authenticate"] = build_bearer_challenge(
+        request,
+        oauth2_error={"error": "insufficient_scope", "scope": wanted, "error_description": description},
+        resource_metadata_url=context.host.resource_metadata_url,
+    )
+    return response
 
 
 async def _read_body(receive: Receive) -> bytes | None:
@@ -220,20 +341,34 @@ class MCPEndpoint:
             yield
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = await _read_body(receive)
-        if body is None:
-            await send_django_response(jsonrpc_error(413, -32600, "Request body too large"), send)
-            return
-        admission = await sync_to_async(admit, thread_sensitive=False)(scope, body)
+        admission = await sync_to_async(admit, thread_sensitive=False)(scope)
         if admission.refusal is not None:
             await send_django_response(admission.refusal, send)
             return
-        assert admission.context is not None
+        context = admission.context
+        assert context is not None
+        body = await _read_body(receive)
+        if body is None:
+            await send_django_response(jsonrpc_error(413, INVALID_REQUEST, "Request body too large"), send)
+            return
+        message = RequestMessage(body)
+        refusal = message.refusal()
+        if refusal is None:
+            missing = message.missing_scopes(context)
+            if not missing and BASIC_SCOPE not in context.scopes:
+                # The basic scope is what admits a client to /mcp at all (PRM scopes_supported).
+                missing = frozenset({BASIC_SCOPE})
+            if missing:
+                refusal = await sync_to_async(insufficient_scope, thread_sensitive=False)(admission, message, missing)
+        if refusal is not None:
+            await send_django_response(refusal, send)
+            return
         # The SDK checks Host again (DNS rebinding protection): give it the resolved host, which
         # may have come from a trusted proxy's X-Forwarded-Host.
         headers = [(k, v) for k, v in scope["headers"] if k != b"host"]
-        headers.append((b"host", admission.context.host.netloc.encode("latin-1")))
-        inner_scope = {**scope, "headers": headers, CONTEXT_KEY: admission.context}
+        headers.append((b"host", context.host.netloc.encode("latin-1")))
+        outcome = Outcome()
+        inner_scope = {**scope, "headers": headers, CONTEXT_KEY: context, OUTCOME_KEY: outcome}
         replayed = False
 
         async def replay() -> Message:
@@ -243,4 +378,12 @@ class MCPEndpoint:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
-        await self.manager.handle_request(inner_scope, replay, send)
+        async def send_with_outcome(message: Message) -> None:
+            # A tool call that met a database outage: the SDK's JSON-RPC error body (with the
+            # request's id) goes out as a 503 with Retry-After instead of its 200/500.
+            if message["type"] == "http.response.start" and outcome.database_unavailable:
+                retry_after = (b"retry-after", str(RETRY_AFTER_SECONDS).encode())
+                message = {**message, "status": 503, "headers": [*message.get("headers", []), retry_after]}
+            await send(message)
+
+        await self.manager.handle_request(inner_scope, replay, send_with_outcome)

@@ -6,17 +6,21 @@ import hashlib
 import json
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import mcp_types as types
 from asgiref.sync import sync_to_async
+from django.db import close_old_connections
 from mcp.server.lowlevel import Server
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
+from mcpgate.errors import TRANSIENT_DATABASE_ERRORS
 from oauth_ext.services import audit_record
 
 from .context import ToolContext
@@ -26,6 +30,94 @@ logger = logging.getLogger(__name__)
 
 SERVER_NAME = "mcpgate"
 CONTEXT_KEY = "mcpgate.tool_context"
+OUTCOME_KEY = "mcpgate.outcome"
+UNAVAILABLE_MESSAGE = "The service is temporarily unavailable; try again in a few seconds."
+
+
+@dataclass
+class Outcome:
+    """What the endpoint needs to know about a request once the SDK has handled it (on the ASGI scope)."""
+
+    database_unavailable: bool = False
+
+
+def log_database_unavailable(exc: BaseException, doing: str) -> None:
+    """One warning line per request that met a database outage (no traceback: an outage fails them all)."""
+    reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    logger.warning("database unavailable (%s: %s) while %s: answered 503", type(exc).__name__, reason, doing)
+
+
+# ---------------------------------------------------------------------------
+# Validation problems in words: the offending path and what it must be. Never pydantic's own
+# text, which quotes the input and links to its documentation, nor the tool's validator messages.
+# ---------------------------------------------------------------------------
+_MUST_BE = {
+    "missing": "is required",
+    "dict_type": "must be an object",
+    "model_type": "must be an object",
+    "model_attributes_type": "must be an object",
+    "list_type": "must be an array",
+    "tuple_type": "must be an array",
+    "set_type": "must be an array",
+    "string_type": "must be a string",
+    "string_unicode": "must be a string",
+    "int_type": "must be an integer",
+    "int_parsing": "must be an integer",
+    "int_from_float": "must be an integer",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "finite_number": "must be a finite number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "none_required": "must be null",
+    "extra_forbidden": "is not allowed",
+    "uuid_type": "must be a UUID",
+    "uuid_parsing": "must be a UUID",
+    "date_type": "must be a date",
+    "date_parsing": "must be a date",
+    "date_from_datetime_parsing": "must be a date",
+    "datetime_type": "must be a date and time",
+    "datetime_parsing": "must be a date and time",
+    "datetime_from_date_parsing": "must be a date and time",
+    "string_pattern_mismatch": "does not have the expected form",
+}
+_BOUNDS = {
+    "greater_than_equal": ("ge", "must be at least {}"),
+    "greater_than": ("gt", "must be greater than {}"),
+    "less_than_equal": ("le", "must be at most {}"),
+    "less_than": ("lt", "must be less than {}"),
+    "string_too_short": ("min_length", "must be at least {} character(s) long"),
+    "string_too_long": ("max_length", "must be at most {} characters long"),
+    "too_short": ("min_length", "must have at least {} item(s)"),
+    "too_long": ("max_length", "must have at most {} items"),
+    "literal_error": ("expected", "must be {}"),
+    "enum": ("expected", "must be {}"),
+}
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def describe_problem(error: ErrorDetails, *, skip: int = 0, subject: str = "arguments") -> str:
+    """One pydantic validation error as "<path> <what it must be>", e.g. "limit must be at least 1".
+
+    ``skip`` leading parts of the location are dropped (a union's member name); ``subject`` names
+    the whole value when the location is empty. Bounds and allowed values come from the schema
+    (``ctx``), never the input.
+    """
+    path = _path(tuple(error["loc"][skip:])) or subject
+    kind = error["type"]
+    if kind in _MUST_BE:
+        return f"{path} {_MUST_BE[kind]}"
+    bound = _BOUNDS.get(kind)
+    ctx = error.get("ctx") or {}
+    if bound is not None and bound[0] in ctx:
+        return f"{path} {bound[1].format(ctx[bound[0]])}"
+    return f"{path} is not valid"
 
 
 def _tool_context(ctx: Any) -> ToolContext:
@@ -54,16 +146,33 @@ async def list_tools(ctx: Any, params: types.PaginatedRequestParams | None) -> t
 
 
 async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
-    """tools/call: an unknown tool is a JSON-RPC error; the tool's own failure is ``isError`` (L4)."""
+    """tools/call: an unknown tool is a JSON-RPC error; the tool's own failure is ``isError`` (L4).
+
+    A database outage meanwhile (the tool's queries or the audit row) is marked on the request's
+    ``Outcome``: the endpoint turns the JSON-RPC error into a 503 with Retry-After.
+    """
     caller = _tool_context(ctx)
     tool = registry.get(params.name)
-    if tool is None or not tool.visible_to(caller):
-        await sync_to_async(audit_tool_call, thread_sensitive=False)(
-            caller, params.name, outcome="unknown_tool", duration_ms=0.0, arguments=None
-        )
-        raise MCPError(types.INVALID_PARAMS, f"Unknown tool: {params.name}")
-    # The tool's own work and the audit row share one worker thread (Django ORM is sync).
-    return await sync_to_async(run_tool, thread_sensitive=False)(tool, caller, dict(params.arguments or {}))
+    try:
+        if tool is None or not tool.visible_to(caller):
+            await sync_to_async(audit_unknown_tool, thread_sensitive=False)(caller, params.name)
+            raise MCPError(types.INVALID_PARAMS, f"Unknown tool: {params.name}")
+        # The tool's own work and the audit row share one worker thread (Django ORM is sync).
+        return await sync_to_async(run_tool, thread_sensitive=False)(tool, caller, dict(params.arguments or {}))
+    except TRANSIENT_DATABASE_ERRORS as exc:
+        log_database_unavailable(exc, f"calling the tool {params.name[:128]!r}")
+        outcome = ctx.request.scope.get(OUTCOME_KEY) if ctx.request is not None else None
+        if isinstance(outcome, Outcome):
+            outcome.database_unavailable = True
+        raise MCPError(types.INTERNAL_ERROR, UNAVAILABLE_MESSAGE) from None
+
+
+def audit_unknown_tool(caller: ToolContext, name: str) -> None:
+    try:
+        audit_tool_call(caller, name, outcome="unknown_tool", duration_ms=0.0, arguments=None)
+    except TRANSIENT_DATABASE_ERRORS:
+        close_old_connections()  # this worker thread's broken connection; the next call reconnects
+        raise
 
 
 def arguments_digest(arguments: dict[str, Any]) -> str:
@@ -73,11 +182,25 @@ def arguments_digest(arguments: dict[str, Any]) -> str:
 
 
 def run_tool(tool: Tool, caller: ToolContext, arguments: dict[str, Any]) -> types.CallToolResult:
+    """Validate the arguments, call the tool, audit the call (in a worker thread).
+
+    Invalid arguments are a tool error the model can correct (``isError``, as MCP 2025-11-25
+    "Error Handling" asks), naming each offending argument (``describe_problem``). A database
+    outage is raised (TRANSIENT_DATABASE_ERRORS) for ``call_tool`` to answer 503.
+    """
+    try:
+        return _run_tool(tool, caller, arguments)
+    except TRANSIENT_DATABASE_ERRORS:
+        close_old_connections()  # this worker thread's broken connection; the next call reconnects
+        raise
+
+
+def _run_tool(tool: Tool, caller: ToolContext, arguments: dict[str, Any]) -> types.CallToolResult:
     started = time.perf_counter()
     try:
         kwargs = tool.meta.validate_arguments(arguments)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(describe_problem(e) for e in exc.errors())
         result = _error_result(f"Invalid arguments: {problems}")
         outcome = "invalid_arguments"
     else:
@@ -87,6 +210,8 @@ def run_tool(tool: Tool, caller: ToolContext, arguments: dict[str, Any]) -> type
             assert isinstance(converted, types.CallToolResult)
             result = converted
             outcome = "error" if result.is_error else "ok"
+        except TRANSIENT_DATABASE_ERRORS:
+            raise
         except ToolError as exc:
             # A ToolError's message is written for the person: pass it on.
             result = _error_result(str(exc))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -119,8 +120,46 @@ def envdatabase(url: str) -> dict[str, object]:
         "HOST": options.pop("host", parts.hostname or ""),
         "PORT": str(parts.port or ""),
         "OPTIONS": options,
-        "CONN_MAX_AGE": envint("MCPGATE_DB_CONN_MAX_AGE", "60"),
+        # 0 by default: under the ASGI worker every request thread would keep its own persistent
+        # connection, and two workers exhausted PostgreSQL's 100 under the soak (docs/reliability.md).
+        "CONN_MAX_AGE": envint("MCPGATE_DB_CONN_MAX_AGE", "0"),
         "CONN_HEALTH_CHECKS": True,
+    }
+
+
+# django-ratelimit's rate syntax: N per s, m, h or d, optionally per a multiple (100/5m). Its own
+# parser reads "30/M" or "30/min" as 30 per second; here anything but this exact form is refused.
+_RATE = re.compile(r"[1-9][0-9]*/([1-9][0-9]*)?[smhd]")
+
+
+def envrate(name: str, default: str) -> str:
+    """A rate limit such as ``30/m``, normalised to lower case."""
+    value = os.environ.get(name, default).strip().lower()
+    if not _RATE.fullmatch(value):
+        raise ImproperlyConfigured(
+            f"{name} must be a rate such as 30/m (a count per s, m, h or d, or per several: 100/5m), "
+            f"not {os.environ.get(name, default)!r}"
+        )
+    return value
+
+
+def envcache(url: str, directory: str) -> dict[str, object]:
+    """The cache the rate limits count in: on disk at ``directory``, or Redis for several hosts.
+
+    Counters must be shared by every worker and counted atomically (mcpgate.ratelimit): a
+    per-process memory cache would let each worker admit the whole limit, Django's file and
+    database caches do not increment atomically. diskcache (SQLite files) is shared by the
+    processes of one host; Redis by every replica.
+    """
+    if not url:
+        return {"BACKEND": "mcpgate.cache.DiskCache", "LOCATION": directory}
+    scheme = urlsplit(url).scheme
+    if scheme not in ("redis", "rediss", "unix"):
+        raise ImproperlyConfigured(f"CACHE_URL must be a redis://, rediss:// or unix:// URL, not scheme {scheme!r}")
+    return {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": url,
+        "OPTIONS": {"pool_class": "mcpgate.cache.SharedConnectionPool"},
     }
 
 
@@ -182,9 +221,29 @@ MCPGATE_ACCESS_TOKEN_SECONDS = envint("MCPGATE_ACCESS_TOKEN_SECONDS", "3600", mi
 MCPGATE_REFRESH_TOKEN_SECONDS = envint("MCPGATE_REFRESH_TOKEN_SECONDS", str(30 * 86400), minimum=300)
 MCPGATE_REFRESH_GRACE_SECONDS = envint("MCPGATE_REFRESH_GRACE_SECONDS", "30")
 MCPGATE_REGISTRATION_RATE_PER_MINUTE = envint("MCPGATE_REGISTRATION_RATE_PER_MINUTE", "30", minimum=1)
-MCPGATE_REGISTRATION_DEDUPE_SECONDS = envint("MCPGATE_REGISTRATION_DEDUPE_SECONDS", "600")
 MCPGATE_UNUSED_CLIENT_PURGE_HOURS = envint("MCPGATE_UNUSED_CLIENT_PURGE_HOURS", "24", minimum=1)
 MCPGATE_CIMD_ALLOWED_HOSTS = envlist("MCPGATE_CIMD_ALLOWED_HOSTS", "claude.ai vscode.dev chatgpt.com")
+
+# Rate limits (mcpgate.ratelimit): fixed windows counted in the cache (CACHES below), shared by
+# every worker, and by every replica with CACHE_URL. A refusal is 429 with Retry-After.
+# Registration keeps its historic per-minute number (MCPGATE_REGISTRATION_RATE_PER_MINUTE above).
+MCPGATE_RATE_LIMIT_TOKEN = envrate("MCPGATE_RATE_LIMIT_TOKEN", "120/m")  # /oauth/token, per client address
+MCPGATE_RATE_LIMIT_TOKEN_CLIENT = envrate("MCPGATE_RATE_LIMIT_TOKEN_CLIENT", "300/m")  # /oauth/token, per client_id
+MCPGATE_RATE_LIMIT_REVOKE = envrate("MCPGATE_RATE_LIMIT_REVOKE", "60/m")  # /oauth/revoke, per client address
+# /oauth/authorize, per signed-in person (per address before sign-in).
+MCPGATE_RATE_LIMIT_AUTHORIZE = envrate("MCPGATE_RATE_LIMIT_AUTHORIZE", "60/m")
+MCPGATE_RATE_LIMIT_LOGIN = envrate("MCPGATE_RATE_LIMIT_LOGIN", "10/m")  # password sign-in POSTs, per address
+MCPGATE_RATE_LIMIT_MCP = envrate("MCPGATE_RATE_LIMIT_MCP", "600/m")  # /mcp, per access token
+# Audit rows a caller nobody signed in can cause, per event kind and address; the rest are counted
+# and the count is written on the next row of that kind from that address (detail "suppressed").
+MCPGATE_AUDIT_ANONYMOUS_RATE = envrate("MCPGATE_AUDIT_ANONYMOUS_RATE", "10/m")
+# `manage.py purge_audit` deletes audit events older than this; 0 keeps them forever.
+MCPGATE_AUDIT_RETENTION_DAYS = envint("MCPGATE_AUDIT_RETENTION_DAYS", "365")
+# The embedded cache's directory (when CACHE_URL is unset): next to the SQLite database by default,
+# where the service can already write. Every worker process of the host must see the same one.
+MCPGATE_CACHE_DIR = envstr("MCPGATE_CACHE_DIR") or str(
+    Path(envstr("MCPGATE_SQLITE_PATH", str(BASE_DIR / "db.sqlite3"))).parent / "cache"
+)
 
 # ---------------------------------------------------------------------------
 # Django
@@ -198,6 +257,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "oauth2_provider",
     "rest_framework",
+    "django_ratelimit",  # its system check vets CACHES (see SILENCED_SYSTEM_CHECKS)
     "oauth_ext",
     "mcp_bridge",
     "notes",  # example tools; remove from a deployment that does not want them
@@ -214,6 +274,10 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "oauth_ext.middleware.ProxyIdentityMiddleware",
+    # Rate limits of the Django routes, by client address (TrustedProxyMiddleware) or by the person
+    # signed in (the two above). It answers before any view, CSRF check or form. /mcp has its own
+    # check after authentication (mcp_bridge.endpoint).
+    "mcpgate.ratelimit_middleware.RateLimitMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -247,6 +311,17 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+# People's passwords: Django's default hashers, the first for new ones. OAuth client secrets are
+# generated, so they get a fast salted hash instead (oauth_ext.hashers, OAUTH2_PROVIDER's
+# CLIENT_SECRET_HASHER); PBKDF2 stays listed so secrets stored with it verify, and move on use.
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.BCryptSHA256PasswordHasher",
+    "django.contrib.auth.hashers.ScryptPasswordHasher",
+    "oauth_ext.hashers.ClientSecretHasher",
+]
 LOGIN_URL = "/accounts/login/"
 
 LANGUAGE_CODE = "en"
@@ -260,21 +335,30 @@ STATIC_URL = "/static/"
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = False
 
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# The rate limits' counters (see envcache). CACHE_URL=redis://… (or rediss://, unix://) for
+# several replicas; CACHE_URL_FILE for a URL with a password kept in a container secret.
+CACHES = {"default": envcache(envsecret("CACHE_URL"), MCPGATE_CACHE_DIR)}
+RATELIMIT_USE_CACHE = "default"
+# A counter that vanished between django-ratelimit's add and incr (evicted, cleared) admits the
+# request rather than refusing it with no window to wait for; see mcpgate.ratelimit for outages.
+RATELIMIT_FAIL_OPEN = True
 
 # ---------------------------------------------------------------------------
 # Security: the scheme is set by HostMiddleware from the configured URL of the host
 # the request came to, so SECURE_PROXY_SSL_HEADER is never taken from a client.
+# Cookie flags and HSTS are decided per request from that host, not once from every URL:
+# both are on here, SecurityMiddleware sends HSTS only on secure (https-host) requests, and
+# HostMiddleware takes the Secure flag off cookies set on an http host (loopback only, see
+# envbaseurl). An https public host next to an http loopback one so gets both, the other neither.
 # ---------------------------------------------------------------------------
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-_ALL_HTTPS = all(url.startswith("https://") for url in (MCPGATE_PUBLIC_URL, MCPGATE_INTERNAL_URL) if url)
-SESSION_COOKIE_SECURE = _ALL_HTTPS
-CSRF_COOKIE_SECURE = _ALL_HTTPS
+SESSION_COOKIE_SECURE = True
+CSRF_COOKIE_SECURE = True
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_NAME = "mcpgate_session"
 CSRF_COOKIE_NAME = "mcpgate_csrftoken"
 SECURE_SSL_REDIRECT = False  # TLS ends at the proxy; redirects there, not here
-SECURE_HSTS_SECONDS = envint("MCPGATE_HSTS_SECONDS", "31536000" if _ALL_HTTPS else "0")
+SECURE_HSTS_SECONDS = envint("MCPGATE_HSTS_SECONDS", "31536000")
 SECURE_HSTS_INCLUDE_SUBDOMAINS = False
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
@@ -288,6 +372,13 @@ SILENCED_SYSTEM_CHECKS = [
     # DOT sees only the scheme list, and "http" is needed for native apps' loopback
     # callbacks (RFC 8252 §7.3). oauth_ext.redirects refuses http anywhere but loopback.
     "oauth2_provider.E003",
+    # django-ratelimit knows memcached and django-redis, and warns "not officially supported" for
+    # any other backend (diskcache's included). What it needs is an atomic incr shared by every
+    # process: diskcache increments inside one SQLite write transaction (BEGIN IMMEDIATE) on a
+    # file every worker opens, and Django's RedisCache with Redis INCR. The backends it knows to
+    # be wrong (local memory, files, the database) still fail its check with E003; envcache()
+    # offers neither.
+    "django_ratelimit.W001",
 ]
 
 # ---------------------------------------------------------------------------
@@ -298,6 +389,9 @@ OAUTH2_PROVIDER_APPLICATION_MODEL = "oauth_ext.Client"
 OAUTH2_PROVIDER = {
     "OAUTH2_VALIDATOR_CLASS": "oauth_ext.validators.MCPGateValidator",
     "SCOPES_BACKEND_CLASS": "oauth_ext.scopes.MCPGateScopes",
+    # oauth_ext.hashers.ClientSecretHasher.algorithm: a salted HMAC, no key stretching, since
+    # client secrets are generated (see its docstring); it must be in PASSWORD_HASHERS.
+    "CLIENT_SECRET_HASHER": "client_secret_pbkdf2_sha256",
     "SCOPES": MCPGATE_SCOPES,
     "DEFAULT_SCOPES": ["mcp"],
     "ACCESS_TOKEN_EXPIRE_SECONDS": MCPGATE_ACCESS_TOKEN_SECONDS,

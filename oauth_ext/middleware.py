@@ -8,12 +8,17 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.contrib.auth import login
+from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import DisallowedHost
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
+from mcpgate.errors import unknown_host
+
+from . import services
 from .hosts import host_for_netloc
-from .identity import ProxyIdentity, SignInRefused, identity_from_meta, identity_meta_keys
+from .identity import ProxyIdentity, SignInRefused, identity_from_meta, identity_meta_keys, printable
+from .models import AuditEvent
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +59,12 @@ class TrustedProxyMiddleware:
             for hop in reversed(meta.get("HTTP_X_FORWARDED_FOR", "").split(",")):
                 if not hop.strip():
                     continue
-                client_ip = hop.strip()
+                address = _ip(hop)
+                if address is None:
+                    # Not an address: the chain cannot be followed past it, so the client is the
+                    # last hop that could be named (rate limits then count it with that proxy).
+                    break
+                client_ip = str(address)
                 if not is_trusted_proxy(client_ip):
                     break
             forwarded_host = meta.get("HTTP_X_FORWARDED_HOST", "").split(",")[0].strip()
@@ -82,6 +92,14 @@ class HostMiddleware:
     The scheme is taken from that host's configured URL rather than from the request, so
     every absolute URL Django or DOT builds (issuer, endpoints, resource, ``iss``) is the
     one clients were given. Unconfigured hosts get a 400.
+
+    Transport security follows the host too. ``request.is_secure()`` is true exactly on an
+    https host, so Django's SecurityMiddleware sends HSTS there and only there (RFC 6797 §7.2:
+    never over plain http). Cookies are flagged Secure by the settings (SESSION_COOKIE_SECURE,
+    CSRF_COOKIE_SECURE); on an http host, which the settings allow only on loopback, the flag
+    is taken off again on the way out, or the browser could not send the session back there
+    (RFC 6265 §4.1.2.5). One deployment can so serve an https public host with Secure cookies
+    and HSTS next to an http loopback host without either.
     """
 
     def __init__(self, get_response: Handler) -> None:
@@ -93,14 +111,15 @@ class HostMiddleware:
         except DisallowedHost:
             host = None
         if host is None:
-            return JsonResponse(
-                {"error": "invalid_request", "error_description": "This host is not served here."},
-                status=400,
-            )
+            return unknown_host(request)
         request.mcpgate_host = host  # type: ignore[attr-defined]
         # SECURE_PROXY_SSL_HEADER names this key: request.scheme follows the configured URL.
         request.META["HTTP_X_FORWARDED_PROTO"] = host.scheme
-        return self.get_response(request)
+        response = self.get_response(request)
+        if response.cookies and host.scheme != "https":
+            for morsel in response.cookies.values():
+                morsel["secure"] = ""
+        return response
 
 
 class ProxyIdentityMiddleware:
@@ -122,20 +141,27 @@ class ProxyIdentityMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         try:
             identity = identity_from_meta(request.META)
-        except SignInRefused as bad_token:
-            logger.warning("refused a forwarded identity from %s: %s", request.META.get("REMOTE_ADDR", ""), bad_token)
-            return render(request, "oauth_ext/refused.html", {"reason": str(bad_token)}, status=403)
+        except SignInRefused as refusal:
+            # A malformed header or a bad ID token: nobody is looked up, but operators see it.
+            logger.warning(
+                "refused a forwarded identity from %s: %s (%s)",
+                request.META.get("REMOTE_ADDR", ""),
+                refusal,
+                printable(str(refusal.audit)),
+            )
+            services.audit_record(
+                event=AuditEvent.Kind.SIGN_IN_REFUSED, request=request, user=AnonymousUser(), detail=refusal.audit
+            )
+            return render(request, "oauth_ext/refused.html", {"reason": str(refusal)}, status=403)
         if identity is not None:
-            refusal = self._sign_in(request, identity)
-            if refusal is not None:
-                return refusal
+            refused = self._sign_in(request, identity)
+            if refused is not None:
+                return refused
         return self.get_response(request)
 
     def _sign_in(self, request: HttpRequest, identity: ProxyIdentity) -> HttpResponse | None:
-        from .services import user_sign_in_from_proxy
-
         try:
-            user = user_sign_in_from_proxy(identity=identity, current=request.user, request=request)
+            user = services.user_sign_in_from_proxy(identity=identity, current=request.user, request=request)
         except SignInRefused as refusal:
             return render(request, "oauth_ext/refused.html", {"reason": str(refusal)}, status=403)
         if user != request.user or not request.user.is_authenticated:

@@ -10,7 +10,7 @@ from django.db import models
 from django.utils import timezone
 from oauth2_provider.models import AbstractApplication
 
-from .redirects import redirect_uri_problem
+from .redirects import allowlist_entry_problem, is_loopback_uri, redirect_uri_problem
 
 
 class User(AbstractUser):
@@ -52,7 +52,18 @@ class Client(AbstractApplication):
         return not self.disabled
 
     def clean(self) -> None:
-        """DOT's checks, then the redirect URI policy (checklist AS2): loopback, or allowlisted."""
+        """DOT's checks, then the redirect URI policy (checklist AS2): loopback, or allowlisted.
+
+        A public client keeps no secret (RFC 6749 §2.1: it cannot keep one confidential; it
+        authenticates with "none"). DOT's model gives every new row a generated secret, and
+        would store a hash of an empty one, so it is blanked here and left unhashed: every
+        way a client is made (registration, CIMD, the console, ``create_client``) cleans it
+        first, and an empty secret authenticates nobody, at no hashing cost
+        (``MCPGateValidator._check_secret``).
+        """
+        if self.client_type == self.CLIENT_PUBLIC:
+            self.client_secret = ""
+            self.hash_client_secret = False
         errors: dict[str, list[ValidationError]] = {}
         try:
             super().clean()
@@ -80,8 +91,6 @@ class Client(AbstractApplication):
 
     @property
     def is_loopback_only(self) -> bool:
-        from .redirects import is_loopback_uri
-
         uris = self.redirect_uris.split()
         return bool(uris) and all(is_loopback_uri(u) for u in uris)
 
@@ -107,17 +116,12 @@ class RedirectAllowlistEntry(models.Model):
         return self.uri + ("*" if self.match == self.Match.PREFIX else "")
 
     def clean(self) -> None:
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(self.uri)
-        if parts.scheme == "http":
-            raise ValidationError({"uri": "http redirect URIs are only allowed on loopback, which needs no entry."})
-        if not parts.scheme or not (parts.netloc or parts.path):
-            raise ValidationError({"uri": "Enter an absolute URI (https://… or an app scheme such as cursor://…)."})
-        if "#" in self.uri:
-            raise ValidationError({"uri": "A redirect URI cannot have a fragment."})
-        if self.match == self.Match.PREFIX and not self.uri.endswith("/"):
-            raise ValidationError({"uri": "A prefix entry must end with '/' so it cannot match another host or path."})
+        """An entry is itself a clean URI (no dot segment, backslash, credentials...); a prefix
+        ends with '/' and has no query, so it matches whole path segments of one origin
+        (oauth_ext.redirects.allowlist_entry_problem)."""
+        problem = allowlist_entry_problem(self.uri, prefix=self.match == self.Match.PREFIX)
+        if problem:
+            raise ValidationError({"uri": problem})
 
 
 class Consent(models.Model):
@@ -148,6 +152,8 @@ class AuditEvent(models.Model):
         SIGN_IN_REFUSED = "sign_in_refused", "sign-in refused"
         REGISTER = "register", "client registered"
         REGISTER_REFUSED = "register_refused", "registration refused"
+        REGISTRATION_UPDATED = "registration_updated", "client registration updated"
+        REGISTRATION_DELETED = "registration_deleted", "client registration deleted"
         CONSENT_SHOWN = "consent_shown", "consent page shown"
         CONSENT_GIVEN = "consent_given", "consent given"
         CONSENT_REFUSED = "consent_refused", "consent refused"
@@ -158,6 +164,7 @@ class AuditEvent(models.Model):
         TOKEN_ERROR = "token_error", "token request refused"
         TOKEN_REVOKED = "token_revoked", "token revoked"
         REFRESH_REUSE = "refresh_reuse", "refresh token reuse detected"
+        CODE_REUSE = "code_reuse", "authorization code reuse detected"
         CLIENT_PURGED = "client_purged", "client purged"
         CLIENT_CREATED = "client_created", "client created by operator"
         CLIENT_SECRET_ROTATED = "client_secret_rotated", "client secret rotated"
@@ -167,6 +174,7 @@ class AuditEvent(models.Model):
         OPERATOR_GRANTED = "operator_granted", "operator rights granted"
         OPERATOR_REMOVED = "operator_removed", "operator rights removed"
         TOOL_CALL = "tool_call", "tool called"
+        RATE_LIMITED = "rate_limited", "rate limit reached"
 
     created = models.DateTimeField(default=timezone.now, db_index=True)
     event = models.CharField(max_length=32, choices=Kind.choices)

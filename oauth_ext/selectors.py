@@ -23,7 +23,7 @@ TIMELINE_STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Authorization errors", ("authorize_error",)),
     ("Token issued", ("token_issued",)),
     ("Token refreshed", ("token_refreshed",)),
-    ("Token requests refused", ("token_error", "refresh_reuse")),
+    ("Token requests refused", ("token_error", "refresh_reuse", "code_reuse")),
     ("/mcp tool calls", ("tool_call",)),
 )
 # The steps a client must reach to work; the first one missing is where it stalled.
@@ -67,7 +67,14 @@ def client_timeline(*, client: Client) -> tuple[list[Stage], str | None]:
     return stages, stalled
 
 
-PROBLEM_EVENTS = ("register_refused", "consent_refused", "authorize_error", "token_error", "refresh_reuse")
+PROBLEM_EVENTS = (
+    "register_refused",
+    "consent_refused",
+    "authorize_error",
+    "token_error",
+    "refresh_reuse",
+    "code_reuse",
+)
 
 
 def client_recent_problems(*, client: Client, limit: int = 10) -> list[AuditEvent]:

@@ -20,6 +20,9 @@ from oauth2_provider.models import (
     get_refresh_token_model,
     set_token_value,
 )
+from oauth2_provider.settings import oauth2_settings
+
+from mcpgate.ratelimit import audit_allowance
 
 from . import fastpath
 from .identity import ProxyIdentity, SignInRefused, email_domain_allowed
@@ -30,14 +33,13 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "audit_record",
     "client_create",
-    "client_find_duplicate",
     "client_mark_used",
     "client_record_metadata_document",
     "client_record_registration",
-    "client_registration_rate_exceeded",
     "client_revoke_all_tokens",
     "client_rotate_secret",
     "client_set_disabled",
+    "client_update_registration",
     "clients_purge_unused",
     "consent_covers",
     "consent_record",
@@ -63,8 +65,15 @@ def audit_record(
     host: str = "",
     ip: str | None = None,
     detail: dict[str, Any] | None = None,
-) -> AuditEvent:
-    """Append one event. Never pass a token, code or secret in ``detail``."""
+) -> AuditEvent | None:
+    """Append one event. Never pass a token, code or secret in ``detail``.
+
+    What a caller nobody signed in causes (a failed token request, a refused registration) is
+    bounded per event kind and client address (``mcpgate.ratelimit.audit_allowance``): beyond
+    MCPGATE_AUDIT_ANONYMOUS_RATE the rows are counted, not written (None is returned), and the
+    next row of that kind from that address carries the count as ``detail["suppressed"]``.
+    Events with a person, or with no address (the operators' and the system's), are always written.
+    """
     if user is None and request is not None:
         user = getattr(request, "user", None)
     if user is not None and not getattr(user, "is_authenticated", False):
@@ -74,6 +83,13 @@ def audit_record(
         host = host_obj.name if host_obj else ""
     if ip is None and request is not None:
         ip = getattr(request, "mcpgate_client_ip", None)
+    detail = dict(detail or {})
+    if user is None and ip:
+        allowance = audit_allowance(event=str(event), ip=ip)
+        if not allowance.write:
+            return None
+        if allowance.suppressed_before:
+            detail["suppressed"] = allowance.suppressed_before
     record = AuditEvent(
         event=event,
         user=user,
@@ -82,7 +98,7 @@ def audit_record(
         client_label=(client.name or client.client_id)[:255] if client is not None else "",
         host=host,
         ip=ip or None,
-        detail=detail or {},
+        detail=detail,
     )
     # One INSERT, compiled once: this runs on every tool call (oauth_ext.fastpath).
     fastpath.insert_row(record)
@@ -161,52 +177,16 @@ def user_sign_in_from_proxy(*, identity: ProxyIdentity, current: Any, request: H
 # ---------------------------------------------------------------------------
 # Clients
 # ---------------------------------------------------------------------------
-def client_registration_rate_exceeded(*, ip: str | None) -> bool:
-    """More than MCPGATE_REGISTRATION_RATE_PER_MINUTE registrations from this address in 60 s.
-
-    Counted in the database, so the limit holds across workers and replicas.
-    """
-    if not ip:
-        return False
-    since = timezone.now() - timedelta(seconds=60)
-    recent = Client.objects.filter(registered_from=ip, created__gte=since).count()
-    return recent >= settings.MCPGATE_REGISTRATION_RATE_PER_MINUTE
-
-
-def client_find_duplicate(*, metadata: dict[str, Any], ip: str | None, host: str) -> Client | None:
-    """A recent public registration of the same client from the same address, to hand back.
-
-    Only public clients: a confidential client's secret is shown once and cannot be reissued.
-    """
-    if not ip or metadata.get("token_endpoint_auth_method", "client_secret_basic") != "none":
-        return None
-    since = timezone.now() - timedelta(seconds=settings.MCPGATE_REGISTRATION_DEDUPE_SECONDS)
-    redirect_uris = metadata.get("redirect_uris") or []
-    if not isinstance(redirect_uris, list) or not all(isinstance(u, str) for u in redirect_uris):
-        return None
-    return (
-        Client.objects.filter(
-            registration_source=Client.RegistrationSource.DCR,
-            client_type=Client.CLIENT_PUBLIC,
-            name=str(metadata.get("client_name", "")),
-            redirect_uris=" ".join(redirect_uris),
-            software_id=str(metadata.get("software_id", ""))[:255],
-            registered_from=ip,
-            registered_host=host,
-            disabled=False,
-            created__gte=since,
-        )
-        .order_by("-created")
-        .first()
-    )
-
-
 def client_record_registration(*, client_id: str, metadata: dict[str, Any], ip: str | None, host: str) -> Client:
-    """Note on a client DOT has just registered how it authenticates and where it came from."""
+    """Note on a client DOT has just registered how it authenticates and where it came from.
+
+    ``metadata`` has passed the registration policy (oauth_ext.views.check_registration_metadata):
+    every field used here is a string of a length its column holds.
+    """
     client = Client.objects.get(client_id=client_id)
-    client.token_endpoint_auth_method = metadata.get("token_endpoint_auth_method", "client_secret_basic")
-    client.software_id = str(metadata.get("software_id", ""))[:255]
-    client.software_version = str(metadata.get("software_version", ""))[:64]
+    client.token_endpoint_auth_method = metadata.get("token_endpoint_auth_method", Client.AuthMethod.SECRET_BASIC)
+    client.software_id = metadata.get("software_id", "")
+    client.software_version = metadata.get("software_version", "")
     client.registered_from = ip
     client.registered_host = host
     client.save(
@@ -219,6 +199,41 @@ def client_record_registration(*, client_id: str, metadata: dict[str, Any], ip: 
         ]
     )
     return client
+
+
+@transaction.atomic
+def client_update_registration(
+    *, client: Client, metadata: dict[str, Any]
+) -> tuple[Client, str | None, dict[str, Any]]:
+    """Apply an RFC 7592 §2.2 update that the registration policy has accepted.
+
+    The update replaces the metadata (an omitted field is emptied), except how the client
+    authenticates, which never changes (``client_type``, ``token_endpoint_auth_method``,
+    the secret: the policy refuses a request to change them). When the set of redirect URIs
+    changes, every remembered consent for the client and every outstanding authorization
+    code go: the person approved sending codes to the URIs they were shown, not to new ones.
+
+    The client's row is locked first, so a consent being recorded at the same moment
+    (``consent_record``) sees either the old URIs and is dropped here, or the new ones.
+    Returns the client, a new registration access token when
+    ``DCR_ROTATE_REGISTRATION_TOKEN_ON_UPDATE`` (else None: the presented one stays valid),
+    and what changed, for the audit. Raises ValidationError when ``Client.clean`` refuses.
+    """
+    client = Client.objects.select_for_update().get(pk=client.pk)
+    previous = set(client.redirect_uris.split())
+    client.name = metadata.get("client_name", "")
+    client.redirect_uris = " ".join(metadata["redirect_uris"])
+    client.software_id = metadata.get("software_id", "")
+    client.software_version = metadata.get("software_version", "")
+    client.full_clean()
+    client.save(update_fields=["name", "redirect_uris", "software_id", "software_version", "updated"])
+    changed = set(client.redirect_uris.split()) != previous
+    consents = codes = 0
+    if changed:
+        consents = Consent.objects.filter(client=client).delete()[0]
+        codes = get_grant_model().objects.filter(application=client).delete()[0]
+    token = registration_token_issue(client=client) if oauth2_settings.DCR_ROTATE_REGISTRATION_TOKEN_ON_UPDATE else None
+    return client, token, {"redirect_uris_changed": changed, "consents_dropped": consents, "codes_dropped": codes}
 
 
 def client_record_metadata_document(*, client: Client, ip: str | None, host: str, request: HttpRequest) -> None:
@@ -237,10 +252,8 @@ def registration_token_issue(*, client: Client) -> str:
     """A fresh RFC 7592 registration access token for ``client``; earlier ones stop working.
 
     The same kind of token DOT's registration view issues (scope DCR_REGISTRATION_SCOPE,
-    stored hashed), used when a duplicate registration hands an existing client back.
+    stored hashed); RFC 7592 §2.2 rotation on update (``client_update_registration``).
     """
-    from oauth2_provider.settings import oauth2_settings
-
     access_token_model = get_access_token_model()
     scope = oauth2_settings.DCR_REGISTRATION_SCOPE
     raw = generate_client_secret()
@@ -483,8 +496,19 @@ def consent_covers(*, user: Any, client: Client, scopes: list[str]) -> bool:
 
 
 @transaction.atomic
-def consent_record(*, user: User, client: Client, scopes: list[str], host: str) -> Consent:
-    """Remember an approval; scopes accumulate, so asking for fewer later does not ask again."""
+def consent_record(
+    *, user: User, client: Client, scopes: list[str], host: str, redirect_uris_shown: str
+) -> Consent | None:
+    """Remember an approval; scopes accumulate, so asking for fewer later does not ask again.
+
+    ``redirect_uris_shown`` are the client's redirect URIs when the person was shown the
+    consent page. If an RFC 7592 update changed them since (``client_update_registration``
+    dropped the consents then), the approval is not remembered: it was given for the old
+    URIs. Returns None in that case. The client's row lock orders this with such an update.
+    """
+    current = Client.objects.select_for_update().filter(pk=client.pk).values_list("redirect_uris", flat=True).first()
+    if current is None or set(current.split()) != set(redirect_uris_shown.split()):
+        return None
     consent, _ = Consent.objects.select_for_update().get_or_create(user=user, client=client)
     consent.scopes = sorted(set(consent.scopes) | set(scopes))
     consent.host = host

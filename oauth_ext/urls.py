@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from django.urls import path, re_path
-from oauth2_provider.views import DynamicClientRegistrationManagementView
 
 from . import views
 
@@ -32,7 +31,7 @@ urlpatterns = [
     path("oauth/register", register, name="dcr-register"),
     path(
         "oauth/register/<str:client_id>",
-        DynamicClientRegistrationManagementView.as_view(),
+        views.RegistrationManagementView.as_view(),
         name="dcr-register-management",
     ),
     # 2025-03-26 clients that find no metadata fall back to these (checklist S7).

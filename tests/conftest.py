@@ -10,14 +10,17 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
+import django_ratelimit.core
 import pytest
 from django.conf import settings
+from django.core.cache import caches
 from django.test import Client as HttpClient
 from django.test import override_settings
 
@@ -273,6 +276,43 @@ def make_client(db: Any) -> Callable[..., Client]:
         return client
 
     return make
+
+
+class RateLimitClock:
+    """django-ratelimit's clock in the test process: stopped when the test starts, moved on by ``advance``.
+
+    A fixed window ends at a moment that depends on its key; on the real clock a test that counts
+    requests could straddle an end and see up to twice the limit admitted. Stopped, it cannot. A
+    test that wants the next window moves the clock past it.
+    """
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def time(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture(autouse=True)
+def ratelimit_clock(monkeypatch: pytest.MonkeyPatch) -> RateLimitClock:
+    clock = RateLimitClock()
+    # django_ratelimit.core reads the time through its module's ``time`` (``time.time()``) only.
+    monkeypatch.setattr(django_ratelimit.core, "time", clock)
+    return clock
+
+
+@pytest.fixture(autouse=True)
+def _fresh_counters() -> None:
+    """Every test starts with no rate-limit or audit counters (they live in the cache, not the database).
+
+    The cache directory is this run's (tests/testenv.py) and shared with the gunicorn servers the
+    tests start, so their counters start from zero too.
+    """
+    for cache in caches.all(initialized_only=False):
+        cache.clear()
 
 
 @pytest.fixture(autouse=True)

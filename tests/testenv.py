@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
+
+# The rate limits' counters (diskcache files), one directory per test run. gunicorn servers started
+# by the tests share it (tests/e2e/server.py), so clearing it before each test resets theirs too.
+CACHE_DIR = Path(tempfile.gettempdir()) / f"mcpgate-test-{os.getpid()}-cache"
 
 TEST_ENV = {
     "SECRET_KEY": "test-secret-key-not-for-production-0123456789abcdef",
@@ -19,3 +24,14 @@ TEST_ENV = {
 
 for key, value in TEST_ENV.items():
     os.environ.setdefault(key, value)
+
+# The tests clear the cache before each test (tests/conftest.py): always this run's own directory,
+# never a cache directory or a Redis the shell points at.
+os.environ["MCPGATE_CACHE_DIR"] = str(CACHE_DIR)
+for key in ("CACHE_URL", "CACHE_URL_FILE"):
+    os.environ.pop(key, None)
+
+
+def pytest_unconfigure() -> None:
+    """Remove this run's cache directory (the servers that used it are stopped by now)."""
+    shutil.rmtree(CACHE_DIR, ignore_errors=True)

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -51,7 +52,21 @@ MIN_SECRET_LENGTH = 16
 
 # Variables of the test process that must not leak into the server's configuration.
 _NOT_INHERITED_PREFIXES = ("MCPGATE_", "DATABASE_URL", "SECRET_KEY", "DJANGO_")
-_NOT_INHERITED = frozenset({"DEBUG", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"})
+_NOT_INHERITED = frozenset(
+    {"DEBUG", "CACHE_URL", "CACHE_URL_FILE", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"}
+)
+
+# Every rate limit (mcpgate.ratelimit) far above what one test sends from its loopback address.
+GENEROUS_RATE_LIMITS = {
+    "MCPGATE_REGISTRATION_RATE_PER_MINUTE": "100000",
+    "MCPGATE_RATE_LIMIT_TOKEN": "100000/m",
+    "MCPGATE_RATE_LIMIT_TOKEN_CLIENT": "100000/m",
+    "MCPGATE_RATE_LIMIT_REVOKE": "100000/m",
+    "MCPGATE_RATE_LIMIT_AUTHORIZE": "100000/m",
+    "MCPGATE_RATE_LIMIT_LOGIN": "100000/m",
+    "MCPGATE_RATE_LIMIT_MCP": "100000/m",
+    "MCPGATE_AUDIT_ANONYMOUS_RATE": "100000/m",
+}
 
 
 class ServerFailed(RuntimeError):
@@ -238,6 +253,14 @@ def server_env(port: int, db_env: dict[str, str], overrides: dict[str, str]) -> 
             # The most talkative level an operator can choose: even then nothing secret may be logged.
             "MCPGATE_LOG_LEVEL": "DEBUG",
             "PYTHONUNBUFFERED": "1",
+            # The test run's cache directory (tests/testenv.py): tests/conftest.py clears it before
+            # each test, so every test starts with fresh rate-limit counters on this server too.
+            # Outside pytest (the soak), one of the server's own, never the checkout's.
+            "MCPGATE_CACHE_DIR": os.environ.get("MCPGATE_CACHE_DIR")
+            or str(Path(tempfile.gettempdir()) / f"mcpgate-server-{port}-cache"),
+            # Rate limits far above what these suites send from their one loopback address in a
+            # test; tests/security/test_rate_limits_under_load.py sets the ones it measures.
+            **GENEROUS_RATE_LIMITS,
             **db_env,
             **overrides,
         }

@@ -115,9 +115,6 @@ def test_real_client_flow_with_rotation_and_reuse_detection(gunicorn_server: Gun
         assert row.user == alice
         assert row.application.client_id == client_id
 
-        # A code is good once (RFC 6749 §4.1.2).
-        assert_invalid_grant(exchange(client, discovery, grant, client_id=client_id))
-
         # Refresh rotates: a new refresh token, a new access token for the same audience.
         refreshed = assert_tokens(refresh(client, discovery, tokens["refresh_token"], client_id=client_id))
         rotated_at = time.monotonic()
@@ -132,6 +129,9 @@ def test_real_client_flow_with_rotation_and_reuse_detection(gunicorn_server: Gun
         assert_invalid_grant(refresh(client, discovery, refreshed["refresh_token"], client_id=client_id))
         assert stored_access_token(refreshed["access_token"]) is None
         assert not get_refresh_token_model().objects.filter(application__client_id=client_id, revoked=None).exists()
+
+        # A code is good once (RFC 6749 §4.1.2); presented again, it is refused.
+        assert_invalid_grant(exchange(client, discovery, grant, client_id=client_id))
 
 
 def redeem_for_other_host(server: GunicornServer) -> httpx2.Response:

@@ -247,7 +247,7 @@ def test_sdk_client_sees_a_tool_failure_as_an_error_result(gunicorn_server: Guni
     result = run.results["list_notes"]
     assert result.is_error is True
     assert result.content[0].type == "text"
-    assert result.content[0].text.startswith("Invalid arguments: limit:"), result
+    assert result.content[0].text == "Invalid arguments: limit must be at least 1", result
 
 
 def test_a_token_in_the_query_string_is_refused_and_not_logged(gunicorn_server: GunicornServer) -> None:

@@ -7,17 +7,16 @@ its user and its client in one SELECT) and the tool run (the audit row in one IN
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from mcp_bridge.endpoint import admit
 from mcp_bridge.registry import registry
 from mcp_bridge.server import run_tool
-from tests.mcp_bridge.conftest import PEER, call, rpc
+from tests.mcp_bridge.conftest import PEER
 
 
-def scope_for(token: str | None, body: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
-    """The ASGI scope of a POST /mcp to the internal host, as the server hands it over, and its body."""
+def scope_for(token: str | None) -> dict[str, Any]:
+    """The ASGI scope of a POST /mcp to the internal host, as the server hands it over (admission reads no body)."""
     headers = [
         (b"host", b"127.0.0.1:8000"),
         (b"accept", b"application/json, text/event-stream"),
@@ -40,16 +39,16 @@ def scope_for(token: str | None, body: dict[str, Any]) -> tuple[dict[str, Any], 
         "client": PEER,
         "server": ("127.0.0.1", 8000),
     }
-    return scope, json.dumps(body).encode()
+    return scope
 
 
 def test_authenticated_tools_call_costs_two_queries(alice_token, django_assert_num_queries) -> None:
-    scope, body = scope_for(alice_token, call("whoami"))
+    scope = scope_for(alice_token)
     whoami = registry.get("whoami")
     assert whoami is not None
 
     with django_assert_num_queries(2) as captured:
-        admission = admit(scope, body)
+        admission = admit(scope)
         assert admission.refusal is None and admission.context is not None
         result = run_tool(whoami, admission.context, {})
 
@@ -60,19 +59,15 @@ def test_authenticated_tools_call_costs_two_queries(alice_token, django_assert_n
 
 
 def test_admitting_any_other_request_costs_one_query(alice_token, django_assert_num_queries) -> None:
-    scope, body = scope_for(alice_token, rpc("tools/list"))
-
     with django_assert_num_queries(1):
-        admission = admit(scope, body)
+        admission = admit(scope_for(alice_token))
 
     assert admission.context is not None
 
 
 def test_refusing_a_request_without_token_costs_nothing(alice, django_assert_num_queries) -> None:
-    scope, body = scope_for(None, call("whoami"))
-
     with django_assert_num_queries(0):
-        admission = admit(scope, body)
+        admission = admit(scope_for(None))
 
     assert admission.refusal is not None
     assert admission.refusal.status_code == 401

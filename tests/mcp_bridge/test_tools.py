@@ -10,11 +10,12 @@ import json
 import logging
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import jsonschema
 import pytest
 from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import BaseModel, Field
 
 from mcp_bridge.context import ToolContext
 from mcp_bridge.registry import registry, tool
@@ -195,18 +196,54 @@ async def test_l4_content_and_structured_content_matching_the_output_schema(mcp,
 @pytest.mark.parametrize(
     ("name", "arguments", "message"),
     [
-        (
-            "list_notes",
-            {"limit": "many"},
-            "Invalid arguments: limit: Input should be a valid integer, unable to parse string as an integer",
-        ),
-        ("list_notes", {"limit": 0}, "Invalid arguments: limit: Input should be greater than or equal to 1"),
-        ("add_note", {}, "Invalid arguments: text: Field required"),
-        ("add_note", {"text": "x" * 2001}, "Invalid arguments: text: String should have at most 2000 characters"),
+        ("list_notes", {"limit": "many"}, "Invalid arguments: limit must be an integer"),
+        ("list_notes", {"limit": 0}, "Invalid arguments: limit must be at least 1"),
+        ("add_note", {}, "Invalid arguments: text is required"),
+        ("add_note", {"text": "x" * 2001}, "Invalid arguments: text must be at most 2000 characters long"),
     ],
 )
 async def test_l4_bad_arguments_are_a_tool_error_result(mcp, alice_writer, name, arguments, message) -> None:
+    """Named by argument and rule, in words: never pydantic's text (which quotes the input)."""
     assert await result_of(mcp, alice_writer, name, arguments) == failure(message)
+
+
+class Window(BaseModel):
+    start: int = Field(ge=0)
+    tags: list[str] = Field(max_length=2)
+
+
+@pytest.fixture
+def strict_tool() -> Iterator[None]:
+    """A tool with nested and enumerated arguments."""
+
+    @tool()
+    def schedule(ctx: ToolContext, window: Window, mode: Literal["dry", "live"], ticket: str) -> str:
+        """Schedules something."""
+        return "ok"
+
+    yield
+    registry.remove("schedule")
+
+
+async def test_every_bad_argument_is_named_by_its_path_without_the_input(mcp, alice_token, strict_tool) -> None:
+    arguments = {"window": {"start": -5, "tags": ["a", 7]}, "mode": "chaos"}
+
+    result = await result_of(mcp, alice_token, "schedule", arguments)
+
+    assert result == failure(
+        "Invalid arguments: window.start must be at least 0; window.tags[1] must be a string; "
+        "mode must be 'dry' or 'live'; ticket is required"
+    )
+    text = json.dumps(result)
+    assert "chaos" not in text and "-5" not in text and "pydantic" not in text and "Input should" not in text
+
+
+async def test_too_many_items_is_named_with_the_limit(mcp, alice_token, strict_tool) -> None:
+    arguments = {"window": {"start": 0, "tags": ["a", "b", "c"]}, "mode": "dry", "ticket": "T-1"}
+
+    result = await result_of(mcp, alice_token, "schedule", arguments)
+
+    assert result == failure("Invalid arguments: window.tags must have at most 2 items")
 
 
 async def test_l4_unknown_tool_is_a_jsonrpc_error(mcp, alice_token) -> None:

@@ -254,6 +254,48 @@ async def test_malformed_json_is_parse_error_at_2026(mcp, alice_token) -> None:
     assert r.json() == error(-32700, "Parse error", id=None)
 
 
+NOT_JSON_RPC = [
+    ({"jsonrpc": "2.0", "id": 1}, 1, "method is required"),
+    ({"jsonrpc": "1.0", "id": 1, "method": "ping"}, 1, "jsonrpc must be '2.0'"),
+    ({"id": "a", "method": "ping"}, "a", "jsonrpc is required"),
+    ({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": "x"}, 1, "params must be an object"),
+    ({"jsonrpc": "2.0", "method": "notifications/initialized", "params": [1]}, None, "params must be an object"),
+    ({"jsonrpc": "2.0", "id": 1, "method": 5}, 1, "method must be a string"),
+    ({"jsonrpc": "2.0", "id": 1, "result": 5}, 1, "result must be an object"),
+    ({"jsonrpc": "2.0", "id": 1, "error": {"code": "x"}}, 1, "error.code must be an integer"),
+    ({"jsonrpc": "2.0", "id": {"a": 1}, "method": "ping"}, None, "id must be a string or an integer"),
+    ({"jsonrpc": "2.0", "id": None, "method": "ping"}, None, "id must be a string or an integer"),
+    ({"jsonrpc": "2.0", "id": True, "method": "ping"}, None, "id must be a string or an integer"),
+    ({"jsonrpc": "2.0", "id": 1.5, "method": "ping"}, None, "id must be a string or an integer"),
+    ("ping", None, "the body must be a JSON-RPC object"),
+    (None, None, "the body must be a JSON-RPC object"),
+]
+
+
+@pytest.mark.parametrize("version", ALL_VERSIONS)
+@pytest.mark.parametrize(("message", "id", "problem"), NOT_JSON_RPC)
+async def test_a_body_that_is_not_json_rpc_is_named_without_the_validators_text(
+    mcp, alice_token, version, message, id, problem
+) -> None:
+    """JSON-RPC 2.0 §5.1 Invalid Request, naming the member at fault. The SDK answered these with
+    -32602 and pydantic's report ("Validation error: 4 validation errors for union[...]", input
+    values, links to pydantic's site); an object id it took for a notification and never answered."""
+    r = await mcp.post("/mcp", content=json.dumps(message), headers=headers_for(version, alice_token))
+
+    assert r.status_code == 400
+    assert r.json() == error(-32600, f"Invalid request: {problem}", id=id)
+
+
+@pytest.mark.parametrize("version", HANDSHAKE_VERSIONS)
+async def test_bad_params_of_a_known_method_are_the_sdks_invalid_params_without_detail(
+    mcp, alice_token, version
+) -> None:
+    r = await mcp.post("/mcp", json=rpc("tools/call", {"arguments": {}}), headers=bearer(alice_token, version))
+
+    assert r.status_code == 200
+    assert r.json() == error(-32602, "Invalid request parameters", data="")
+
+
 @pytest.mark.parametrize("version", HANDSHAKE_VERSIONS)
 async def test_unknown_method_is_method_not_found(mcp, alice_token, version) -> None:
     """Handshake-era HTTP status stays 200: the error is in the JSON-RPC response."""

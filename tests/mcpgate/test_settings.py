@@ -27,14 +27,24 @@ PRODUCTION = {
 }
 
 
-def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    clean = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "MCPGATE_SQLITE_PATH": "/nonexistent/db", **env}
+def run(args: list[str], env: dict[str, str | None]) -> subprocess.CompletedProcess[str]:
+    """Run python ARGS with exactly ``env`` (a None value: the variable is unset).
+
+    The cache directory is the test run's: ``manage.py check`` opens the cache (Django's cache
+    checks instantiate every backend), which would otherwise create one next to the database.
+    """
+    defaults = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "MCPGATE_SQLITE_PATH": "/nonexistent/db",
+        "MCPGATE_CACHE_DIR": os.environ["MCPGATE_CACHE_DIR"],
+    }
+    clean = {key: value for key, value in {**defaults, **env}.items() if value is not None}
     return subprocess.run(
         [sys.executable, *args], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=60, check=False
     )
 
 
-def settings_of(env: dict[str, str], *names: str) -> dict[str, object]:
+def settings_of(env: dict[str, str | None], *names: str) -> dict[str, object]:
     """The named settings as the module computes them from ``env``."""
     code = (
         "import json, mcpgate.settings as s; "
@@ -45,7 +55,7 @@ def settings_of(env: dict[str, str], *names: str) -> dict[str, object]:
     return dict(json.loads(result.stdout))
 
 
-def refusal(env: dict[str, str]) -> str:
+def refusal(env: dict[str, str | None]) -> str:
     """The ImproperlyConfigured message importing the settings with ``env`` fails with."""
     result = run(["-c", "import mcpgate.settings"], env)
     assert result.returncode != 0, "settings loaded"
@@ -247,6 +257,124 @@ def test_without_database_url_sqlite_is_used_with_immediate_transactions() -> No
 def test_https_deployment_secures_cookies_and_sends_hsts() -> None:
     values = settings_of(PRODUCTION, "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE", "SECURE_HSTS_SECONDS")
     assert values == {"SESSION_COOKIE_SECURE": True, "CSRF_COOKIE_SECURE": True, "SECURE_HSTS_SECONDS": 31536000}
+
+
+# ---------------------------------------------------------------------------
+# Rate limits, the cache they count in, audit retention
+# ---------------------------------------------------------------------------
+RATE_SETTINGS = [
+    "MCPGATE_RATE_LIMIT_TOKEN",
+    "MCPGATE_RATE_LIMIT_TOKEN_CLIENT",
+    "MCPGATE_RATE_LIMIT_REVOKE",
+    "MCPGATE_RATE_LIMIT_AUTHORIZE",
+    "MCPGATE_RATE_LIMIT_LOGIN",
+    "MCPGATE_RATE_LIMIT_MCP",
+    "MCPGATE_AUDIT_ANONYMOUS_RATE",
+]
+
+
+def test_rate_limits_have_defaults() -> None:
+    assert settings_of(MINIMAL, *RATE_SETTINGS, "MCPGATE_REGISTRATION_RATE_PER_MINUTE") == {
+        "MCPGATE_RATE_LIMIT_TOKEN": "120/m",
+        "MCPGATE_RATE_LIMIT_TOKEN_CLIENT": "300/m",
+        "MCPGATE_RATE_LIMIT_REVOKE": "60/m",
+        "MCPGATE_RATE_LIMIT_AUTHORIZE": "60/m",
+        "MCPGATE_RATE_LIMIT_LOGIN": "10/m",
+        "MCPGATE_RATE_LIMIT_MCP": "600/m",
+        "MCPGATE_AUDIT_ANONYMOUS_RATE": "10/m",
+        "MCPGATE_REGISTRATION_RATE_PER_MINUTE": 30,
+    }
+
+
+@pytest.mark.parametrize(
+    ("value", "read"), [("30/m", "30/m"), (" 100/5M ", "100/5m"), ("5/h", "5/h"), ("1/d", "1/d"), ("10/s", "10/s")]
+)
+@pytest.mark.parametrize("name", RATE_SETTINGS)
+def test_rate_limits_read_django_ratelimit_rates(name: str, value: str, read: str) -> None:
+    assert settings_of({**MINIMAL, name: value}, name) == {name: read}
+
+
+@pytest.mark.parametrize("value", ["30", "30/min", "0/m", "thirty/m", "30/m/s", "-1/m", "30/0m", "30 /m", ""])
+def test_a_rate_limit_that_is_not_a_rate_stops_start_up(value: str) -> None:
+    """django-ratelimit itself would read "30/min" or "30" as 30 per second, and "0/m" as never."""
+    assert refusal({**MINIMAL, "MCPGATE_RATE_LIMIT_TOKEN": value}) == (
+        "MCPGATE_RATE_LIMIT_TOKEN must be a rate such as 30/m (a count per s, m, h or d, or per several: 100/5m), "
+        f"not {value!r}"
+    )
+
+
+def test_without_cache_url_the_cache_is_on_disk_next_to_the_sqlite_database() -> None:
+    env = {**MINIMAL, "MCPGATE_CACHE_DIR": None, "MCPGATE_SQLITE_PATH": "/var/lib/mcpgate/db.sqlite3"}
+    assert settings_of(env, "CACHES", "MCPGATE_CACHE_DIR") == {
+        "CACHES": {"default": {"BACKEND": "mcpgate.cache.DiskCache", "LOCATION": "/var/lib/mcpgate/cache"}},
+        "MCPGATE_CACHE_DIR": "/var/lib/mcpgate/cache",
+    }
+
+
+def test_the_cache_directory_can_be_set(tmp_path: Path) -> None:
+    caches = settings_of({**MINIMAL, "MCPGATE_CACHE_DIR": str(tmp_path)}, "CACHES")["CACHES"]
+    assert caches == {"default": {"BACKEND": "mcpgate.cache.DiskCache", "LOCATION": str(tmp_path)}}
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://cache.internal:6379/0", "rediss://:secret@cache.internal:6380/1", "unix:///run/redis/redis.sock"]
+)
+def test_cache_url_selects_redis_with_one_pool_per_process(url: str) -> None:
+    assert settings_of({**MINIMAL, "CACHE_URL": url}, "CACHES")["CACHES"] == {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": url,
+            "OPTIONS": {"pool_class": "mcpgate.cache.SharedConnectionPool"},
+        }
+    }
+
+
+def test_cache_url_can_come_from_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "cache_url"
+    path.write_text("rediss://:from-a-file@cache.internal:6380/0\n")
+    caches = settings_of({**MINIMAL, "CACHE_URL_FILE": str(path)}, "CACHES")["CACHES"]
+    assert isinstance(caches, dict)
+    assert caches["default"]["LOCATION"] == "rediss://:from-a-file@cache.internal:6380/0"
+
+
+@pytest.mark.parametrize(
+    ("url", "scheme"),
+    [
+        ("memcached://cache:11211", "memcached"),
+        ("locmem://", "locmem"),
+        ("file:///tmp/c", "file"),
+        ("cache:6379", "cache"),
+    ],
+)
+def test_any_other_cache_url_stops_start_up(url: str, scheme: str) -> None:
+    """Memory caches are per process and file or database caches do not count atomically: the
+    limits would not hold across workers (mcpgate.settings.envcache)."""
+    assert refusal({**MINIMAL, "CACHE_URL": url}) == (
+        f"CACHE_URL must be a redis://, rediss:// or unix:// URL, not scheme {scheme!r}"
+    )
+
+
+def test_audit_retention_defaults_to_a_year_and_0_keeps_forever() -> None:
+    assert settings_of(MINIMAL, "MCPGATE_AUDIT_RETENTION_DAYS") == {"MCPGATE_AUDIT_RETENTION_DAYS": 365}
+    assert settings_of({**MINIMAL, "MCPGATE_AUDIT_RETENTION_DAYS": "0"}, "MCPGATE_AUDIT_RETENTION_DAYS") == {
+        "MCPGATE_AUDIT_RETENTION_DAYS": 0
+    }
+    assert refusal({**MINIMAL, "MCPGATE_AUDIT_RETENTION_DAYS": "-1"}) == (
+        "MCPGATE_AUDIT_RETENTION_DAYS must be at least 0, not -1"
+    )
+
+
+def test_django_ratelimit_checks_the_cache_and_only_its_unsupported_warning_is_silenced() -> None:
+    """Its check knows the cache is neither local memory, a file nor the database (E003);
+    "not officially supported" (W001) is silenced for diskcache and Redis, whose incr is atomic."""
+    values = settings_of(MINIMAL, "INSTALLED_APPS", "SILENCED_SYSTEM_CHECKS", "RATELIMIT_USE_CACHE")
+    assert "django_ratelimit" in values["INSTALLED_APPS"]  # type: ignore[operator]
+    assert [c for c in values["SILENCED_SYSTEM_CHECKS"] if c.startswith("django_ratelimit")] == [  # type: ignore[union-attr]
+        "django_ratelimit.W001"
+    ]
+    assert values["RATELIMIT_USE_CACHE"] == "default"
+    result = run(["manage.py", "check", "--fail-level", "WARNING"], {**MINIMAL, "CACHE_URL": "redis://cache:6379/0"})
+    assert result.returncode == 0, result.stderr
 
 
 # ---------------------------------------------------------------------------

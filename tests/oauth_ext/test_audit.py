@@ -45,7 +45,7 @@ def full_flow(http: HttpClient, secrets: Secrets) -> None:
     """Registration, sign-in, consent, code exchange, refresh, grace, reuse, errors, revocation."""
     flow = Flow(http)
 
-    # A public loopback client registers itself (DCR) and is handed back on re-registration.
+    # A public loopback client registers itself (DCR), twice: two clients, two registration tokens.
     metadata = {
         "client_name": "Claude Code",
         "redirect_uris": [LOOPBACK_REDIRECT],
@@ -72,9 +72,6 @@ def full_flow(http: HttpClient, secrets: Secrets) -> None:
     tokens = flow.exchange(client_id, query["code"], pkce).json()
     secrets.add(tokens["access_token"], tokens["refresh_token"])
 
-    # The code again (refused), a wrong verifier (refused).
-    flow.exchange(client_id, query["code"], pkce)
-
     # Refresh; a concurrent refresh with the same token (grace sibling); a replay after the window.
     first = flow.refresh(client_id, tokens["refresh_token"]).json()
     sibling = flow.refresh(client_id, tokens["refresh_token"]).json()
@@ -83,6 +80,8 @@ def full_flow(http: HttpClient, secrets: Secrets) -> None:
         revoked=timezone.now() - timedelta(seconds=31)
     )
     flow.refresh(client_id, tokens["refresh_token"])
+    # The code again: refused, and what it issued is revoked (RFC 6749 §4.1.2).
+    flow.exchange(client_id, query["code"], pkce)
 
     # The confidential client: remembered consent is not involved (new client), wrong then right secret.
     cquery, cpkce, _ = flow.authorize_code(confidential["client_id"], redirect_uri=CLAUDE_CALLBACK)
@@ -126,6 +125,7 @@ def test_full_flow_writes_every_audit_event(http: HttpClient) -> None:
         "token_refreshed",
         "token_error",
         "refresh_reuse",
+        "code_reuse",
         "token_revoked",
     }
     sign_in = AuditEvent.objects.get(event="sign_in")

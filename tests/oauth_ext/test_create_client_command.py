@@ -33,6 +33,8 @@ def test_create_public_client_prints_only_its_id() -> None:
     assert client.token_endpoint_auth_method == "none"
     assert client.registration_source == Client.RegistrationSource.MANUAL
     assert client.authorization_grant_type == Client.GRANT_AUTHORIZATION_CODE
+    assert client.client_secret == ""  # a public client keeps none, not even a hash of ""
+    assert client.hash_client_secret is False
 
 
 def test_create_confidential_client_prints_its_secret_once_and_stores_it_hashed() -> None:
@@ -41,7 +43,7 @@ def test_create_confidential_client_prints_its_secret_once_and_stores_it_hashed(
     client = Client.objects.get(client_id=result["client_id"])
     assert client.client_type == Client.CLIENT_CONFIDENTIAL
     assert client.token_endpoint_auth_method == "client_secret_basic"
-    assert client.client_secret != result["client_secret"]
+    assert client.client_secret.startswith("client_secret_pbkdf2_sha256$")
     assert check_password(result["client_secret"], client.client_secret)
 
 

@@ -78,16 +78,24 @@ def test_public_host_recognised_with_default_port_or_other_case(http: HttpClient
     [
         ("get", AS_METADATA),
         ("get", PRM_MCP),
-        ("get", "/oauth/authorize"),
         ("post", "/oauth/token"),
         ("post", "/oauth/register"),
-        ("get", "/healthz"),
     ],
 )
 def test_unconfigured_host_refused(http: HttpClient, method: str, path: str) -> None:
     response = getattr(http, method)(path, HTTP_HOST="evil.example")
     assert response.status_code == 400
     assert response.json() == NOT_SERVED
+    assert response["Cache-Control"] == "no-store"
+
+
+@pytest.mark.parametrize("path", ["/oauth/authorize", "/admin/", "/healthz"])
+def test_unconfigured_host_gets_a_page_on_browser_routes(http: HttpClient, path: str) -> None:
+    response = http.get(path, HTTP_HOST="evil.example")
+    assert response.status_code == 400
+    assert response["Content-Type"].startswith("text/html")
+    assert b"Bad Request (400)" in response.content
+    assert response["Cache-Control"] == "no-store"
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1:8001", "127.0.0.1", "mcp.example.com:8443", "localhost:8000"])

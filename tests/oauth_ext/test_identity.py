@@ -193,6 +193,12 @@ def test_identity_header_names_are_configurable(http: HttpClient, public_client:
         ("198.51.100.7", "198.51.100.7"),
         ("198.51.100.7, 10.9.9.9", "198.51.100.7"),  # a second trusted hop
         ("6.6.6.6, 198.51.100.7", "198.51.100.7"),  # the client's own claim is not believed
+        # A hop that is not an address ends the chain: the last one that could be named counts
+        # (this used to reach the audit INSERT and answer 500 on PostgreSQL).
+        ("x", PROXY_ADDR),
+        ("198.51.100.7, garbage", PROXY_ADDR),
+        ("garbage, 198.51.100.7", "198.51.100.7"),
+        (" [2001:db8::1] ", "2001:db8::1"),
     ],
 )
 def test_client_address_is_the_first_untrusted_hop_from_the_right(

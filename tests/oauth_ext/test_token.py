@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.hashers import check_password
-from django.test import override_settings
 from django.utils import timezone
 from oauth2_provider.models import get_access_token_model, get_grant_model, get_refresh_token_model
 
@@ -320,12 +319,12 @@ def test_tokens_stored_hashed(flow: Flow, public_client: Client, issued: Any) ->
     assert refresh.token_checksum == sha256(body["refresh_token"])
 
 
-@override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.PBKDF2PasswordHasher"])
-def test_client_secret_stored_hashed_with_pbkdf2() -> None:
+def test_client_secret_stored_hashed_with_the_client_secret_hasher() -> None:
+    """A salted HMAC (oauth_ext.hashers), not PBKDF2: the secret is generated (see tests/security)."""
     client, secret = client_create(name="Gemini", redirect_uris=[GEMINI_CALLBACK], confidential=True)
     assert secret is not None
     stored = Client.objects.get(pk=client.pk).client_secret
-    assert stored.startswith("pbkdf2_sha256$")
+    assert stored.startswith("client_secret_pbkdf2_sha256$1$")
     assert secret not in stored
     assert check_password(secret, stored)
 

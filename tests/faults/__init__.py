@@ -1,0 +1,1 @@
+"""Fault tests: a database outage and a killed worker under load, against real gunicorn and PostgreSQL."""
