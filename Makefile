@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 BIND ?= $(or $(MCPGATE_BIND),127.0.0.1:8000)
 PORT := $(lastword $(subst :, ,$(BIND)))
 
-.PHONY: run test test-sqlite test-postgres lint typecheck check venv e2e-tools clean
+.PHONY: run test test-sqlite test-postgres soak lint typecheck check venv e2e-tools clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,13 @@ test-sqlite: venv
 
 test-postgres: venv
 	$(PY) -m tests.pgcluster $(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# Bounded soak, not part of `make test`: 60 s, 50 concurrent clients, loopback only, on a throw-away
+# PostgreSQL cluster with two gunicorn workers, and a 3 s database outage halfway (bench/soak.py).
+# Needs the PostgreSQL binaries. E.g. make soak SOAK_ARGS="--seconds 20 --markdown /tmp/soak.md".
+SOAK_ARGS ?=
+soak: venv
+	$(PY) -m bench.soak $(SOAK_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .
