@@ -734,6 +734,10 @@ class RegisterView(DynamicClientRegistrationView):
     before they get here; abandoned registrations are swept (``clients_purge_unused``).
     """
 
+    def http_method_not_allowed(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        """RFC 7591 §3: registration is a POST; other methods get §3.2.2's JSON shape, not Django's empty page."""
+        return oauth_error("invalid_request", "Register a client with POST (RFC 7591 §3.1).", 405, Allow="POST")
+
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         response = self._register(request, *args, **kwargs)
         # RFC 7591 §3.2: the response carries a client secret and a registration token.

@@ -142,12 +142,6 @@ def test_registration_is_audited_without_secrets(http: HttpClient) -> None:
     assert body["client_secret"] not in json.dumps(event.detail)
 
 
-def test_registration_endpoint_accepts_post_only(http: HttpClient) -> None:
-    response = http.get("/oauth/register", HTTP_HOST=PUBLIC)
-    assert response.status_code == 405
-    assert response["Allow"] == "POST, OPTIONS"
-
-
 def test_registration_access_token_reads_the_registration(http: HttpClient) -> None:
     """RFC 7592 §2.1: registration_client_uri + registration_access_token."""
     body = register(http, PUBLIC_METADATA).json()

@@ -32,7 +32,7 @@ from tests.conftest import (
     proxy_headers,
     register,
 )
-from tests.oauth_ext.conftest import empty_cache, fast_secret_hashing  # noqa: F401  (autouse)
+from tests.oauth_ext.conftest import empty_cache  # noqa: F401  (autouse)
 
 pytestmark = pytest.mark.django_db
 
@@ -476,3 +476,15 @@ def test_an_invalid_percent_escape_in_the_token_or_revocation_query_is_refused(
         http.post("/oauth/revoke?x=%zz", {"token": "t", "client_id": public_client.client_id}, HTTP_HOST=PUBLIC), error
     )
     assert not get_access_token_model().objects.exists()
+
+
+@pytest.mark.parametrize("method", ["get", "put", "patch", "delete"])
+def test_registration_with_another_method_than_post_is_a_json_405(http: HttpClient, method: str) -> None:
+    """RFC 7591 §3: the registration endpoint takes POST; other methods get a JSON answer a client can read."""
+    response = getattr(http, method)("/oauth/register", HTTP_HOST=PUBLIC)
+
+    assert response.status_code == 405
+    assert response.json() == oauth_error("invalid_request", "Register a client with POST (RFC 7591 §3.1).")
+    assert response["Allow"] == "POST"
+    assert response["Cache-Control"] == "no-store"
+    assert Client.objects.count() == 0

@@ -26,7 +26,7 @@ from tests.conftest import (
     oauth_error,
     proxy_headers,
 )
-from tests.oauth_ext.conftest import empty_cache, fast_secret_hashing  # noqa: F401  (autouse)
+from tests.oauth_ext.conftest import empty_cache  # noqa: F401  (autouse)
 
 pytestmark = pytest.mark.django_db
 

@@ -27,7 +27,7 @@ from tests.conftest import (
     oauth_error,
     register,
 )
-from tests.oauth_ext.conftest import empty_cache, fast_secret_hashing  # noqa: F401  (autouse)
+from tests.oauth_ext.conftest import empty_cache  # noqa: F401  (autouse)
 
 pytestmark = pytest.mark.django_db
 
