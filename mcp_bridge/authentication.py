@@ -10,7 +10,7 @@ from oauth2_provider.www_authenticate import build_bearer_challenge
 from rest_framework import exceptions
 from rest_framework.request import Request
 
-from oauth_ext.hosts import host_for_request
+from mcpgate.hosts import host_for_request
 from oauth_ext.scopes import BASIC_SCOPE
 
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from oauth_ext.hosts import Host
+    from mcpgate.hosts import Host
     from oauth_ext.models import Client, User
 
 

@@ -36,13 +36,13 @@ from oauth2_provider.www_authenticate import build_bearer_challenge
 from pydantic import ValidationError
 from rest_framework.exceptions import AuthenticationFailed
 
+from audit.models import AuditKind
+from audit.services import audit_record
 from mcpgate import ratelimit
 from mcpgate.errors import RETRY_AFTER_SECONDS, TRANSIENT_DATABASE_ERRORS
-from oauth_ext.hosts import host_for_request
-from oauth_ext.middleware import HostMiddleware, TrustedProxyMiddleware
-from oauth_ext.models import AuditEvent
+from mcpgate.hosts import host_for_request
+from mcpgate.middleware import HostMiddleware, TrustedProxyMiddleware
 from oauth_ext.scopes import BASIC_SCOPE
-from oauth_ext.services import audit_record
 
 from .authentication import MCPBearerAuthentication
 from .context import ToolContext
@@ -144,7 +144,7 @@ class _Gate:
         detail = ratelimit.note_refusal(ratelimit.MCP)
         if verdict.first_refusal:
             audit_record(
-                event=AuditEvent.Kind.RATE_LIMITED,
+                event=AuditKind.RATE_LIMITED,
                 user=context.user,
                 client=context.client,
                 host=context.host.name,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from oauth_ext.hosts import configured_hosts
+from mcpgate.hosts import configured_hosts
 
 
 def allowed_origins() -> frozenset[str]:

@@ -20,8 +20,9 @@ from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
+from audit.models import AuditKind
+from audit.services import audit_record
 from mcpgate.errors import TRANSIENT_DATABASE_ERRORS
-from oauth_ext.services import audit_record
 
 from .context import ToolContext
 from .registry import Tool, registry
@@ -238,7 +239,7 @@ def audit_tool_call(
     if arguments is not None:
         detail["arguments_sha256"] = arguments_digest(arguments)
     audit_record(
-        event="tool_call",
+        event=AuditKind.TOOL_CALL,
         user=caller.user,
         client=caller.client,
         host=caller.host.name,
@@ -269,7 +270,7 @@ def build_session_manager(server: Server[Any]) -> StreamableHTTPSessionManager:
     The endpoint has already checked Host and Origin against the configured hosts; the SDK
     checks them again (DNS rebinding protection) with the same lists.
     """
-    from oauth_ext.hosts import configured_hosts
+    from mcpgate.hosts import configured_hosts
 
     from .origins import allowed_origins
 

@@ -14,7 +14,7 @@ must not become an outage of the authorization server. The secrets, codes and to
 protect are high-entropy and stay checked; what is lost for that time is only the ceiling.
 
 The same counters bound what anonymous callers can make the audit trail write
-(``audit_allowance``, used by ``oauth_ext.services.audit_record``).
+(``audit_allowance``, used by ``audit.services.audit_record``).
 """
 
 from __future__ import annotations

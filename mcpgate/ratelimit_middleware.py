@@ -10,8 +10,8 @@ from urllib.parse import unquote
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template import loader
 
-from oauth_ext.models import AuditEvent
-from oauth_ext.services import audit_record
+from audit.models import AuditKind
+from audit.services import audit_record
 
 from . import ratelimit
 from .ratelimit import Limit, Verdict, address_key
@@ -116,6 +116,6 @@ class RateLimitMiddleware:
                 if limit.key == ratelimit.KeyKind.CLIENT:
                     detail["client_id"] = key[:255]  # public, and says which client is being hammered
                 if verdict.first_refusal:
-                    audit_record(event=AuditEvent.Kind.RATE_LIMITED, request=request, detail=detail)
+                    audit_record(event=AuditKind.RATE_LIMITED, request=request, detail=detail)
                 return too_many_requests(limit, verdict, page=page)
         return self.get_response(request)

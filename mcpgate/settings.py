@@ -249,7 +249,8 @@ MCPGATE_CACHE_DIR = envstr("MCPGATE_CACHE_DIR") or str(
 # Django
 # ---------------------------------------------------------------------------
 INSTALLED_APPS = [
-    "oauth_ext.admin_site.OperatorsAdminConfig",  # django.contrib.admin, with the operators' site
+    "console",  # before the admin: its templates override the admin's
+    "console.admin_site.OperatorsAdminConfig",  # django.contrib.admin, with the operators' site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -258,6 +259,8 @@ INSTALLED_APPS = [
     "oauth2_provider",
     "rest_framework",
     "django_ratelimit",  # its system check vets CACHES (see SILENCED_SYSTEM_CHECKS)
+    "audit",
+    "identity",
     "oauth_ext",
     "mcp_bridge",
     "notes",  # example tools; remove from a deployment that does not want them
@@ -265,15 +268,15 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     # First: decides which forwarded headers are believed and which host this is.
-    "oauth_ext.middleware.TrustedProxyMiddleware",
-    "oauth_ext.middleware.HostMiddleware",
+    "mcpgate.middleware.TrustedProxyMiddleware",
+    "mcpgate.middleware.HostMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "oauth_ext.middleware.ProxyIdentityMiddleware",
+    "identity.middleware.ProxyIdentityMiddleware",
     # Rate limits of the Django routes, by client address (TrustedProxyMiddleware) or by the person
     # signed in (the two above). It answers before any view, CSRF check or form. /mcp has its own
     # check after authentication (mcp_bridge.endpoint).
@@ -305,7 +308,8 @@ DATABASES = {"default": envdatabase(envsecret("DATABASE_URL"))}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "oauth_ext.User"
 
-AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
+# The person oauth2-proxy vouched for (identity.backends); Django's password sign-in where no proxy is used.
+AUTHENTICATION_BACKENDS = ["identity.backends.ProxyIdentityBackend", "django.contrib.auth.backends.ModelBackend"]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -388,6 +392,12 @@ OAUTH2_PROVIDER_APPLICATION_MODEL = "oauth_ext.Client"
 
 OAUTH2_PROVIDER = {
     "OAUTH2_VALIDATOR_CLASS": "oauth_ext.validators.MCPGateValidator",
+    # DOT's admin registers these for its models (they show no token value, DOT's would show masked ones).
+    "APPLICATION_ADMIN_CLASS": "console.admin.clients.ClientAdmin",
+    "ACCESS_TOKEN_ADMIN_CLASS": "console.admin.credentials.AccessTokenAdmin",
+    "REFRESH_TOKEN_ADMIN_CLASS": "console.admin.credentials.RefreshTokenAdmin",
+    "GRANT_ADMIN_CLASS": "console.admin.credentials.GrantAdmin",
+    "ID_TOKEN_ADMIN_CLASS": "console.admin.credentials.IDTokenAdmin",
     "SCOPES_BACKEND_CLASS": "oauth_ext.scopes.MCPGateScopes",
     # oauth_ext.hashers.ClientSecretHasher.algorithm: a salted HMAC, no key stretching, since
     # client secrets are generated (see its docstring); it must be in PASSWORD_HASHERS.

@@ -7,7 +7,6 @@ from typing import Any
 from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import ValidationError
 from django.db import models
-from django.utils import timezone
 from oauth2_provider.models import AbstractApplication
 
 from .redirects import allowlist_entry_problem, is_loopback_uri, redirect_uri_problem
@@ -142,58 +141,3 @@ class Consent(models.Model):
 
     def covers(self, scopes: list[str]) -> bool:
         return set(scopes) <= set(self.scopes)
-
-
-class AuditEvent(models.Model):
-    """One row per thing that happened; written only through ``services.audit_record``."""
-
-    class Kind(models.TextChoices):
-        SIGN_IN = "sign_in", "signed in"
-        SIGN_IN_REFUSED = "sign_in_refused", "sign-in refused"
-        REGISTER = "register", "client registered"
-        REGISTER_REFUSED = "register_refused", "registration refused"
-        REGISTRATION_UPDATED = "registration_updated", "client registration updated"
-        REGISTRATION_DELETED = "registration_deleted", "client registration deleted"
-        CONSENT_SHOWN = "consent_shown", "consent page shown"
-        CONSENT_GIVEN = "consent_given", "consent given"
-        CONSENT_REFUSED = "consent_refused", "consent refused"
-        CONSENT_REMEMBERED = "consent_remembered", "consent remembered"
-        AUTHORIZE_ERROR = "authorize_error", "authorize error"
-        TOKEN_ISSUED = "token_issued", "token issued"
-        TOKEN_REFRESHED = "token_refreshed", "token refreshed"
-        TOKEN_ERROR = "token_error", "token request refused"
-        TOKEN_REVOKED = "token_revoked", "token revoked"
-        REFRESH_REUSE = "refresh_reuse", "refresh token reuse detected"
-        CODE_REUSE = "code_reuse", "authorization code reuse detected"
-        CLIENT_PURGED = "client_purged", "client purged"
-        CLIENT_CREATED = "client_created", "client created by operator"
-        CLIENT_SECRET_ROTATED = "client_secret_rotated", "client secret rotated"
-        CLIENT_DISABLED = "client_disabled", "client disabled"
-        CLIENT_ENABLED = "client_enabled", "client enabled"
-        CONSENT_REVOKED = "consent_revoked", "grant revoked"
-        OPERATOR_GRANTED = "operator_granted", "operator rights granted"
-        OPERATOR_REMOVED = "operator_removed", "operator rights removed"
-        TOOL_CALL = "tool_call", "tool called"
-        RATE_LIMITED = "rate_limited", "rate limit reached"
-
-    created = models.DateTimeField(default=timezone.now, db_index=True)
-    event = models.CharField(max_length=32, choices=Kind.choices)
-    user = models.ForeignKey("oauth_ext.User", null=True, blank=True, on_delete=models.SET_NULL)
-    client = models.ForeignKey(Client, null=True, blank=True, on_delete=models.SET_NULL)
-    # Kept as text too, so the trail still reads after a user or client is deleted.
-    email = models.CharField(max_length=255, blank=True)
-    client_label = models.CharField(max_length=255, blank=True)
-    host = models.CharField(max_length=16, blank=True)
-    ip = models.GenericIPAddressField(null=True, blank=True)
-    detail = models.JSONField(default=dict, blank=True)
-
-    class Meta:
-        ordering = ["-created"]
-        indexes = [
-            models.Index(fields=["event", "created"]),
-            models.Index(fields=["client", "created"]),
-            models.Index(fields=["user", "created"]),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.created:%Y-%m-%d %H:%M:%S} {self.event} {self.email} {self.client_label}"

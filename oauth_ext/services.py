@@ -6,9 +6,6 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.conf import settings
-from django.contrib.auth.hashers import make_password
-from django.contrib.auth.models import AnonymousUser
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 from django.http import HttpRequest
@@ -22,16 +19,14 @@ from oauth2_provider.models import (
 )
 from oauth2_provider.settings import oauth2_settings
 
-from mcpgate.ratelimit import audit_allowance
+from audit.models import AuditKind
+from audit.services import audit_record
 
-from . import fastpath
-from .identity import ProxyIdentity, SignInRefused, email_domain_allowed
-from .models import AuditEvent, Client, Consent, User
+from .models import Client, Consent, User
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "audit_record",
     "client_create",
     "client_mark_used",
     "client_record_metadata_document",
@@ -44,134 +39,10 @@ __all__ = [
     "consent_covers",
     "consent_record",
     "consent_revoke",
-    "email_domain_allowed",
-    "is_operator",
     "registration_token_issue",
     "token_revoke",
     "user_revoke_all_tokens",
-    "user_sign_in_from_proxy",
 ]
-
-
-# ---------------------------------------------------------------------------
-# Audit: the one writer.
-# ---------------------------------------------------------------------------
-def audit_record(
-    *,
-    event: str,
-    request: HttpRequest | None = None,
-    user: Any = None,
-    client: Client | None = None,
-    host: str = "",
-    ip: str | None = None,
-    detail: dict[str, Any] | None = None,
-) -> AuditEvent | None:
-    """Append one event. Never pass a token, code or secret in ``detail``.
-
-    What a caller nobody signed in causes (a failed token request, a refused registration) is
-    bounded per event kind and client address (``mcpgate.ratelimit.audit_allowance``): beyond
-    MCPGATE_AUDIT_ANONYMOUS_RATE the rows are counted, not written (None is returned), and the
-    next row of that kind from that address carries the count as ``detail["suppressed"]``.
-    Events with a person, or with no address (the operators' and the system's), are always written.
-    """
-    if user is None and request is not None:
-        user = getattr(request, "user", None)
-    if user is not None and not getattr(user, "is_authenticated", False):
-        user = None
-    if request is not None and not host:
-        host_obj = getattr(request, "mcpgate_host", None)
-        host = host_obj.name if host_obj else ""
-    if ip is None and request is not None:
-        ip = getattr(request, "mcpgate_client_ip", None)
-    detail = dict(detail or {})
-    if user is None and ip:
-        allowance = audit_allowance(event=str(event), ip=ip)
-        if not allowance.write:
-            return None
-        if allowance.suppressed_before:
-            detail["suppressed"] = allowance.suppressed_before
-    record = AuditEvent(
-        event=event,
-        user=user,
-        client=client,
-        email=(user.email or user.get_username()) if user is not None else "",
-        client_label=(client.name or client.client_id)[:255] if client is not None else "",
-        host=host,
-        ip=ip or None,
-        detail=detail,
-    )
-    # One INSERT, compiled once: this runs on every tool call (oauth_ext.fastpath).
-    fastpath.insert_row(record)
-    return record
-
-
-# ---------------------------------------------------------------------------
-# People
-# ---------------------------------------------------------------------------
-def is_operator(*, identity: ProxyIdentity) -> bool:
-    """Listed in MCPGATE_OPERATOR_EMAILS, or in one of MCPGATE_OPERATOR_GROUPS by oauth2-proxy.
-
-    Operators are superusers: the console is the whole admin (clients, grants, tokens, people,
-    the audit trail, the redirect allowlist), so a narrower permission set would only have to
-    be kept in step with every model. Who is one is decided here and nowhere else.
-    """
-    if identity.email.lower() in settings.MCPGATE_OPERATOR_EMAILS:
-        return True
-    return bool(set(identity.groups) & set(settings.MCPGATE_OPERATOR_GROUPS))
-
-
-def user_sign_in_from_proxy(*, identity: ProxyIdentity, current: Any, request: HttpRequest) -> User:
-    """The user oauth2-proxy vouched for: created on first sign-in, groups kept current.
-
-    Raises SignInRefused for an address outside MCPGATE_EMAIL_DOMAINS or a disabled account;
-    the refusal is audited outside the transaction, so raising does not roll the record back.
-    """
-    if not email_domain_allowed(identity.email):
-        audit_record(event="sign_in_refused", request=request, user=AnonymousUser(), detail={"email": identity.email})
-        raise SignInRefused(f"{identity.email} is not in an email domain allowed here.")
-    host = request.mcpgate_host.name  # type: ignore[attr-defined]
-    with transaction.atomic():
-        if isinstance(current, User) and current.is_authenticated and current.username == identity.email:
-            user = current
-            new_session = False
-        else:
-            # No usable password: people sign in through the proxy, never with Django's form.
-            defaults = {"email": identity.email, "password": make_password(None)}
-            user, created = User.objects.get_or_create(username=identity.email, defaults=defaults)
-            if created:
-                logger.info("created user for %s on first sign-in", identity.email)
-            new_session = True
-        if user.is_active:
-            changed = []
-            if user.proxy_groups != list(identity.groups):
-                user.proxy_groups = list(identity.groups)
-                changed.append("proxy_groups")
-            if user.proxy_subject != identity.subject:
-                user.proxy_subject = identity.subject
-                changed.append("proxy_subject")
-            if new_session and user.last_sign_in_host != host:
-                user.last_sign_in_host = host
-                changed.append("last_sign_in_host")
-            # Operator rights follow the configuration on every proxied request: granted on
-            # first sign-in, taken away as soon as the person is no longer listed.
-            operator = is_operator(identity=identity)
-            if user.is_staff != operator or user.is_superuser != operator:
-                user.is_staff = user.is_superuser = operator
-                changed += ["is_staff", "is_superuser"]
-                audit_record(event="operator_granted" if operator else "operator_removed", request=request, user=user)
-            if changed:
-                user.save(update_fields=changed)
-            if new_session:
-                audit_record(event="sign_in", request=request, user=user, detail={"groups": list(identity.groups)})
-    if not user.is_active:
-        audit_record(
-            event="sign_in_refused",
-            request=request,
-            user=AnonymousUser(),
-            detail={"email": identity.email, "reason": "disabled"},
-        )
-        raise SignInRefused(f"The account {identity.email} is disabled.")
-    return user
 
 
 # ---------------------------------------------------------------------------
@@ -245,7 +116,7 @@ def client_record_metadata_document(*, client: Client, ip: str | None, host: str
     updated = Client.objects.filter(pk=client.pk, registered_host="").update(registered_from=ip, registered_host=host)
     if updated:
         client.registered_from, client.registered_host = ip, host
-        audit_record(event="register", request=request, client=client, detail={"source": "cimd"})
+        audit_record(event=AuditKind.REGISTER, request=request, client=client, detail={"source": "cimd"})
 
 
 def registration_token_issue(*, client: Client) -> str:
@@ -301,7 +172,7 @@ def client_create(
     detail: dict[str, Any] = {"confidential": confidential}
     if operator is not None:
         detail["operator"] = _operator_label(operator)
-    audit_record(event="client_created", client=client, host=host, detail=detail)
+    audit_record(event=AuditKind.CLIENT_CREATED, client=client, host=host, detail=detail)
     return client, (secret or None)
 
 
@@ -324,7 +195,10 @@ def client_rotate_secret(*, client: Client, operator: Any) -> str:
     client.hash_client_secret = True
     client.save(update_fields=["client_secret", "hash_client_secret", "updated"])
     audit_record(
-        event="client_secret_rotated", client=client, user=operator, detail={"operator": _operator_label(operator)}
+        event=AuditKind.CLIENT_SECRET_ROTATED,
+        client=client,
+        user=operator,
+        detail={"operator": _operator_label(operator)},
     )
     return secret
 
@@ -341,7 +215,7 @@ def client_set_disabled(*, client: Client, disabled: bool, operator: Any) -> boo
     client.disabled = disabled
     if changed:
         audit_record(
-            event="client_disabled" if disabled else "client_enabled",
+            event=AuditKind.CLIENT_DISABLED if disabled else AuditKind.CLIENT_ENABLED,
             client=client,
             user=operator,
             detail={"operator": _operator_label(operator)},
@@ -373,7 +247,9 @@ def clients_purge_unused(*, older_than: timedelta) -> int:
     ).filter(~Exists(access_tokens), ~Exists(refresh_tokens), ~Exists(grants))
     purged = 0
     for client in stale.iterator():
-        audit_record(event="client_purged", client=None, detail={"client_id": client.client_id, "name": client.name})
+        audit_record(
+            event=AuditKind.CLIENT_PURGED, client=None, detail={"client_id": client.client_id, "name": client.name}
+        )
         client.delete()
         purged += 1
     return purged
@@ -432,7 +308,7 @@ def token_revoke(*, token: Any, operator: Any) -> None:
     else:
         raise TypeError(f"cannot revoke a {kind}")
     audit_record(
-        event="token_revoked",
+        event=AuditKind.TOKEN_REVOKED,
         user=token.user,
         client=token.application,
         detail={"operator": _operator_label(operator), "kind": kind, "id": token.pk},
@@ -449,7 +325,7 @@ def user_revoke_all_tokens(*, user: User, operator: Any) -> int:
     revoked = _revoke_tokens(user=user)
     consents = Consent.objects.filter(user=user).delete()[0]
     audit_record(
-        event="token_revoked",
+        event=AuditKind.TOKEN_REVOKED,
         user=user,
         detail={"operator": _operator_label(operator), "scope": "all of the person's", "count": revoked},
     )
@@ -462,7 +338,7 @@ def client_revoke_all_tokens(*, client: Client, operator: Any) -> int:
     """Every token and code issued to ``client``, for everyone, stops working now."""
     revoked = _revoke_tokens(client=client)
     audit_record(
-        event="token_revoked",
+        event=AuditKind.TOKEN_REVOKED,
         client=client,
         detail={"operator": _operator_label(operator), "scope": "all of the client's", "count": revoked},
     )
@@ -478,7 +354,7 @@ def consent_revoke(*, consent: Consent, operator: Any) -> int:
     """
     revoked = _revoke_tokens(user=consent.user, client=consent.client)
     audit_record(
-        event="consent_revoked",
+        event=AuditKind.CONSENT_REVOKED,
         user=consent.user,
         client=consent.client,
         detail={"operator": _operator_label(operator), "scopes": consent.scopes, "count": revoked},

@@ -26,9 +26,11 @@ from oauth2_provider.settings import oauth2_settings
 from oauthlib.common import Request as OAuthlibRequest
 from oauthlib.oauth2.rfc6749 import errors
 
-from . import fastpath, services
-from .hosts import Host, host_for_netloc
-from .models import AuditEvent
+from audit.models import AuditKind
+from audit.services import audit_record
+from mcpgate.hosts import Host, host_for_netloc
+
+from . import services, tokens
 from .redirects import redirect_uri_shape_problem
 from .resources import canonical_resource
 
@@ -156,9 +158,9 @@ class MCPGateValidator(OAuth2Validator):
     def _load_access_token(self, token: str) -> Any:
         """DOT's lookup (token, user and client in one query), from a statement compiled once.
 
-        Every /mcp call pays for this lookup; see oauth_ext.fastpath for why and what it costs.
+        Every /mcp call pays for this lookup; see oauth_ext.tokens for why and what it costs.
         """
-        return fastpath.load_access_token(hashlib.sha256(token.encode("utf-8")).hexdigest())
+        return tokens.load_access_token(hashlib.sha256(token.encode("utf-8")).hexdigest())
 
     # -- Client authentication (RFC 6749 §2.3.1) ------------------------------------
     def _check_secret(self, provided_secret: str, stored_secret: str) -> bool:
@@ -284,8 +286,8 @@ class MCPGateValidator(OAuth2Validator):
             return
         refresh_model.revoke_family(family)
         logger.warning("authorization code presented again: token family %s revoked", family)
-        services.audit_record(
-            event=AuditEvent.Kind.CODE_REUSE,
+        audit_record(
+            event=AuditKind.CODE_REUSE,
             user=first.user,
             client=first.application,
             host=host_of(request).name,
@@ -365,8 +367,8 @@ class MCPGateValidator(OAuth2Validator):
             self._audit_refresh_reuse(rt, request)
 
     def _audit_refresh_reuse(self, rt: Any, request: OAuthlibRequest) -> None:
-        services.audit_record(
-            event=AuditEvent.Kind.REFRESH_REUSE,
+        audit_record(
+            event=AuditKind.REFRESH_REUSE,
             user=rt.user,
             client=rt.application,
             host=host_of(request).name,
@@ -430,8 +432,8 @@ class MCPGateValidator(OAuth2Validator):
 
     def _after_issue(self, request: OAuthlibRequest, *, refreshed: bool) -> None:
         services.client_mark_used(client=request.client)
-        services.audit_record(
-            event=AuditEvent.Kind.TOKEN_REFRESHED if refreshed else AuditEvent.Kind.TOKEN_ISSUED,
+        audit_record(
+            event=AuditKind.TOKEN_REFRESHED if refreshed else AuditKind.TOKEN_ISSUED,
             user=request.user,
             client=request.client,
             host=host_of(request).name,

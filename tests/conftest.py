@@ -24,6 +24,7 @@ from django.core.cache import caches
 from django.test import Client as HttpClient
 from django.test import override_settings
 
+from oauth_ext import views
 from oauth_ext.models import Client
 from tests.e2e.oauthclient import PKCE
 
@@ -72,7 +73,6 @@ def dot_settings(**changes: Any) -> Iterator[None]:
     DOT reloads its settings on ``setting_changed``, but each view class keeps the oauthlib
     server it built from them (token lifetimes, for one): drop those on the way in and out.
     """
-    from oauth_ext import views
 
     def forget_servers() -> None:
         for view in (views.AuthorizeView, views.TokenEndpointView, views.RevokeEndpointView):

@@ -202,7 +202,7 @@ def test_operator_revokes_a_grant_and_the_next_mcp_call_is_refused(
 
     assert mcp_ping(gunicorn_server, token) == 401
 
-    olivia.visit("/admin/oauth_ext/auditevent/?event=consent_revoked")
+    olivia.visit("/admin/audit/auditevent/?event=consent_revoked")
     assert "alice@example.com" in olivia.page.inner_text("#result_list")
     olivia.screenshot("07-audit-trail")
     with olivia.page.expect_download() as download:

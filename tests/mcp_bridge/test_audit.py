@@ -12,10 +12,10 @@ import pytest
 from asgiref.sync import sync_to_async
 from mcp.server.mcpserver.exceptions import ToolError
 
+from audit.models import AuditEvent, AuditKind
 from mcp_bridge.context import ToolContext
 from mcp_bridge.registry import registry, tool
 from notes.models import Note
-from oauth_ext.models import AuditEvent
 from tests.mcp_bridge.conftest import PEER, bearer, call, rpc
 
 pytestmark = pytest.mark.anyio
@@ -26,7 +26,7 @@ SECRET = "sk-live-4f9c2a7e1b0d-DO-NOT-LOG"
 
 @sync_to_async
 def tool_calls() -> list[AuditEvent]:
-    return list(AuditEvent.objects.filter(event="tool_call").select_related("user", "client").order_by("pk"))
+    return list(AuditEvent.objects.filter(event=AuditKind.TOOL_CALL).select_related("user", "client").order_by("pk"))
 
 
 @sync_to_async

@@ -18,7 +18,7 @@ from rest_framework.test import APIRequestFactory
 from rest_framework.views import APIView
 
 from mcp_bridge.authentication import MCPBearerAuthentication
-from oauth_ext.middleware import HostMiddleware, TrustedProxyMiddleware
+from mcpgate.middleware import HostMiddleware, TrustedProxyMiddleware
 from tests.conftest import INTERNAL, INTERNAL_RESOURCE, PUBLIC, PUBLIC_RESOURCE
 from tests.mcp_bridge.conftest import MCP_HEADERS, bearer, call, rpc, stored_token
 
@@ -53,7 +53,7 @@ async def whoami_host(r: Any) -> str:
 # -- R1, D3: the bearer header and the challenge -------------------------------------------------
 
 
-async def test_r1_no_authorization_is_401_with_challenge(mcp, alice) -> None:
+async def test_no_authorization_is_401_with_challenge(mcp, alice) -> None:
     r = await mcp.post("/mcp", json=rpc("ping"), headers=MCP_HEADERS)
 
     assert r.status_code == 401
@@ -63,34 +63,34 @@ async def test_r1_no_authorization_is_401_with_challenge(mcp, alice) -> None:
     assert_401(r)
 
 
-async def test_d3_challenge_on_the_public_host_names_its_metadata(mcp, alice) -> None:
+async def test_challenge_on_the_public_host_names_its_metadata(mcp, alice) -> None:
     r = await mcp.post("/mcp", json=rpc("ping"), headers={**MCP_HEADERS, "Host": PUBLIC})
 
     assert_401(r, prm=PUBLIC_PRM)
 
 
 @pytest.mark.parametrize("method", ["GET", "DELETE"])
-async def test_r1_every_method_needs_the_token(mcp, alice, method) -> None:
+async def test_every_method_needs_the_token(mcp, alice, method) -> None:
     """Admission comes before everything else, the 405 for GET/DELETE included."""
     r = await mcp.request(method, "/mcp", headers=MCP_HEADERS)
 
     assert_401(r)
 
 
-async def test_r1_token_in_query_string_is_refused(mcp, alice_token) -> None:
+async def test_token_in_query_string_is_refused(mcp, alice_token) -> None:
     r = await mcp.post(f"/mcp?access_token={alice_token}", json=rpc("ping"), headers=MCP_HEADERS)
 
     assert_401(r)
 
 
-async def test_r1_token_in_query_string_spoils_a_header_token(mcp, alice_token) -> None:
+async def test_token_in_query_string_spoils_a_header_token(mcp, alice_token) -> None:
     """RFC 9700 §4.3.2: a request that carries a token in its URL is refused, header or not."""
     r = await mcp.post(f"/mcp?access_token={alice_token}", json=rpc("ping"), headers=bearer(alice_token))
 
     assert_401(r, "The access token is invalid.")
 
 
-async def test_r1_token_in_form_body_is_refused(mcp, alice_token) -> None:
+async def test_token_in_form_body_is_refused(mcp, alice_token) -> None:
     r = await mcp.post(
         "/mcp",
         content=f"access_token={alice_token}",
@@ -100,7 +100,7 @@ async def test_r1_token_in_form_body_is_refused(mcp, alice_token) -> None:
     assert_401(r)
 
 
-async def test_r1_other_schemes_are_not_a_bearer_token(mcp, alice) -> None:
+async def test_other_schemes_are_not_a_bearer_token(mcp, alice) -> None:
     r = await mcp.post("/mcp", json=rpc("ping"), headers={**MCP_HEADERS, "Authorization": "Basic YWxpY2U6c2VjcmV0"})
 
     assert_401(r)
@@ -109,7 +109,7 @@ async def test_r1_other_schemes_are_not_a_bearer_token(mcp, alice) -> None:
 # -- R2: valid, unexpired, not revoked -----------------------------------------------------------
 
 
-async def test_r2_unknown_token_is_401_invalid_token(mcp, alice) -> None:
+async def test_unknown_token_is_401_invalid_token(mcp, alice) -> None:
     r = await mcp.post("/mcp", json=rpc("ping"), headers=bearer("not-a-token-we-issued"))
 
     assert_401(r, "The access token is invalid.")
@@ -120,13 +120,13 @@ def expired_token(alice, make_token) -> str:
     return make_token(alice, expires_in=-1)
 
 
-async def test_r2_expired_token_is_401(mcp, expired_token) -> None:
+async def test_expired_token_is_401(mcp, expired_token) -> None:
     r = await mcp.post("/mcp", json=rpc("ping"), headers=bearer(expired_token))
 
     assert_401(r, "The access token has expired.")
 
 
-async def test_r2_revoked_token_is_401_on_the_next_call(mcp, alice_token) -> None:
+async def test_revoked_token_is_401_on_the_next_call(mcp, alice_token) -> None:
     r = await mcp.post("/mcp", json=rpc("ping"), headers=bearer(alice_token))
     assert r.status_code == 200
 
@@ -166,25 +166,25 @@ def public_token(alice, make_token) -> str:
     return make_token(alice, resource=[PUBLIC_RESOURCE])
 
 
-async def test_r3_internal_token_works_on_the_internal_host(mcp, alice_token) -> None:
+async def test_internal_token_works_on_the_internal_host(mcp, alice_token) -> None:
     r = await mcp.post("/mcp", json=call("whoami"), headers=bearer(alice_token))
 
     assert await whoami_host(r) == "internal"
 
 
-async def test_r3_public_token_works_on_the_public_host(mcp, public_token) -> None:
+async def test_public_token_works_on_the_public_host(mcp, public_token) -> None:
     r = await mcp.post("/mcp", json=call("whoami"), headers=bearer(public_token, Host=PUBLIC))
 
     assert await whoami_host(r) == "public"
 
 
-async def test_r3_internal_token_is_refused_on_the_public_host(mcp, alice_token) -> None:
+async def test_internal_token_is_refused_on_the_public_host(mcp, alice_token) -> None:
     r = await mcp.post("/mcp", json=rpc("ping"), headers=bearer(alice_token, Host=PUBLIC))
 
     assert_401(r, "The access token is not valid for this resource.", prm=PUBLIC_PRM)
 
 
-async def test_r3_public_token_is_refused_on_the_internal_host(mcp, public_token) -> None:
+async def test_public_token_is_refused_on_the_internal_host(mcp, public_token) -> None:
     r = await mcp.post("/mcp", json=rpc("ping"), headers=bearer(public_token))
 
     assert_401(r, "The access token is not valid for this resource.")
@@ -202,13 +202,13 @@ def unbound_token(alice, make_token) -> str:
     return make_token(alice, resource=[])
 
 
-async def test_r3_token_for_another_resource_is_refused(mcp, foreign_token) -> None:
+async def test_token_for_another_resource_is_refused(mcp, foreign_token) -> None:
     r = await mcp.post("/mcp", json=rpc("ping"), headers=bearer(foreign_token))
 
     assert_401(r, "The access token is not valid for this resource.")
 
 
-async def test_r3_token_without_resource_is_refused(mcp, unbound_token) -> None:
+async def test_token_without_resource_is_refused(mcp, unbound_token) -> None:
     """DOT lets a token with no audience through as "unrestricted"; /mcp does not."""
     r = await mcp.post("/mcp", json=rpc("ping"), headers=bearer(unbound_token))
 
@@ -223,7 +223,7 @@ def registration_token(app_client) -> str:
     return registration_token_issue(client=app_client)
 
 
-async def test_r3_registration_token_is_refused(mcp, registration_token) -> None:
+async def test_registration_token_is_refused(mcp, registration_token) -> None:
     r = await mcp.post("/mcp", json=rpc("ping"), headers=bearer(registration_token))
 
     assert_401(r, "The access token was not issued for this resource.")
@@ -273,14 +273,14 @@ ORIGIN_REFUSED = {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "messa
 
 
 @pytest.mark.parametrize("origin", ["https://evil.example", "null", "http://127.0.0.1:8001", "http://localhost:8000"])
-async def test_h2_origin_not_allowed_is_403(mcp, alice_token, origin) -> None:
+async def test_origin_not_allowed_is_403(mcp, alice_token, origin) -> None:
     r = await mcp.post("/mcp", json=rpc("ping"), headers=bearer(alice_token, Origin=origin))
 
     assert r.status_code == 403
     assert r.json() == ORIGIN_REFUSED
 
 
-async def test_h2_origin_is_checked_before_the_token(mcp, alice) -> None:
+async def test_origin_is_checked_before_the_token(mcp, alice) -> None:
     r = await mcp.post("/mcp", json=rpc("ping"), headers={**MCP_HEADERS, "Origin": "https://evil.example"})
 
     assert r.status_code == 403
@@ -288,14 +288,14 @@ async def test_h2_origin_is_checked_before_the_token(mcp, alice) -> None:
 
 
 @pytest.mark.parametrize("origin", ["http://127.0.0.1:8000", "https://mcp.example.com"])
-async def test_h2_origin_of_a_configured_host_is_allowed(mcp, alice_token, origin) -> None:
+async def test_origin_of_a_configured_host_is_allowed(mcp, alice_token, origin) -> None:
     r = await mcp.post("/mcp", json=rpc("ping"), headers=bearer(alice_token, Origin=origin))
 
     assert r.status_code == 200
     assert r.json() == {"jsonrpc": "2.0", "id": 1, "result": {}}
 
 
-async def test_h2_no_origin_is_fine(mcp, alice_token) -> None:
+async def test_no_origin_is_fine(mcp, alice_token) -> None:
     headers = bearer(alice_token)
     assert "Origin" not in headers
 

@@ -17,10 +17,10 @@ from asgiref.sync import sync_to_async
 from django.db import OperationalError, ProgrammingError
 from django.db.backends.utils import CursorWrapper
 
+from audit import services as audit_services
+from audit.models import AuditEvent, AuditKind
 from mcp_bridge.context import ToolContext
 from mcp_bridge.registry import registry, tool
-from oauth_ext import fastpath
-from oauth_ext.models import AuditEvent
 from tests.mcp_bridge.conftest import MODERN_VERSION, bearer, call, envelope, modern, rpc
 
 pytestmark = pytest.mark.anyio
@@ -120,14 +120,14 @@ async def test_database_away_while_a_tool_runs_is_503_with_the_request_id(
     assert_503(r, id=7)
     assert_one_warning_no_traceback(caplog, "calling the tool 'ledger'")
     # Not recorded as the tool's own failure: the audit could not be written either way.
-    assert not await sync_to_async(AuditEvent.objects.filter(event="tool_call").exists)()
+    assert not await sync_to_async(AuditEvent.objects.filter(event=AuditKind.TOOL_CALL).exists)()
 
 
 async def test_database_away_for_the_audit_row_is_503(mcp, alice_token, monkeypatch, caplog) -> None:
     def refuse(instance: Any) -> None:
         raise OperationalError(REFUSED)
 
-    monkeypatch.setattr(fastpath, "insert_row", refuse)
+    monkeypatch.setattr(audit_services, "_insert_row", refuse)
     r = await mcp.post("/mcp", json=call("whoami", id=3), headers=bearer(alice_token))
 
     assert_503(r, id=3)
@@ -135,14 +135,18 @@ async def test_database_away_for_the_audit_row_is_503(mcp, alice_token, monkeypa
 
 
 async def test_database_away_for_an_unknown_tools_audit_row_is_503(mcp, alice_token, monkeypatch) -> None:
-    monkeypatch.setattr(fastpath, "insert_row", lambda instance: (_ for _ in ()).throw(OperationalError(REFUSED)))
+    monkeypatch.setattr(
+        audit_services, "_insert_row", lambda instance: (_ for _ in ()).throw(OperationalError(REFUSED))
+    )
     r = await mcp.post("/mcp", json=call("nope", id=4), headers=bearer(alice_token))
 
     assert_503(r, id=4)
 
 
 async def test_database_away_for_a_scope_refusals_audit_row_is_503(mcp, alice_token, monkeypatch) -> None:
-    monkeypatch.setattr(fastpath, "insert_row", lambda instance: (_ for _ in ()).throw(OperationalError(REFUSED)))
+    monkeypatch.setattr(
+        audit_services, "_insert_row", lambda instance: (_ for _ in ()).throw(OperationalError(REFUSED))
+    )
     r = await mcp.post("/mcp", json=call("add_note", {"text": "x"}), headers=bearer(alice_token))
 
     assert_503(r, id=None)

@@ -14,8 +14,8 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.test import override_settings
 
+from audit.models import AuditEvent
 from mcpgate import ratelimit
-from oauth_ext.models import AuditEvent
 from tests.mcp_bridge.conftest import MCP_HEADERS, bearer, call, rpc, stored_token
 
 pytestmark = pytest.mark.anyio

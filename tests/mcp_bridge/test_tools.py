@@ -82,7 +82,7 @@ def failure(text: str) -> dict[str, Any]:
 # -- L3: tools/list ------------------------------------------------------------------------------
 
 
-async def test_l3_tools_list_names_and_schemas(mcp, alice_token) -> None:
+async def test_tools_list_names_and_schemas(mcp, alice_token) -> None:
     tools = await tools_of(mcp, alice_token)
 
     assert sorted(tools) == INSTALLED
@@ -94,7 +94,7 @@ async def test_l3_tools_list_names_and_schemas(mcp, alice_token) -> None:
         assert listed["description"]
 
 
-async def test_l3_whoami_listing(mcp, alice_token) -> None:
+async def test_whoami_listing(mcp, alice_token) -> None:
     listed = (await tools_of(mcp, alice_token))["whoami"]
 
     assert listed["title"] == "Who am I?"
@@ -113,7 +113,7 @@ async def test_l3_whoami_listing(mcp, alice_token) -> None:
     ]
 
 
-async def test_l3_input_schema_comes_from_the_type_hints(mcp, alice_token) -> None:
+async def test_input_schema_comes_from_the_type_hints(mcp, alice_token) -> None:
     listed = (await tools_of(mcp, alice_token))["list_notes"]
 
     assert listed["inputSchema"] == {
@@ -125,14 +125,14 @@ async def test_l3_input_schema_comes_from_the_type_hints(mcp, alice_token) -> No
     }
 
 
-async def test_l3_group_tools_are_listed_for_members(mcp, alice_token, test_tools) -> None:
+async def test_group_tools_are_listed_for_members(mcp, alice_token, test_tools) -> None:
     tools = await tools_of(mcp, alice_token)
 
     assert sorted(tools) == ["add_note", "crash", "eng_status", "list_notes", "refuse", "whoami"]
     assert tools["eng_status"]["title"] == "Deploy status"
 
 
-async def test_l3_group_tools_are_hidden_from_others(mcp, bob_token, test_tools) -> None:
+async def test_group_tools_are_hidden_from_others(mcp, bob_token, test_tools) -> None:
     tools = await tools_of(mcp, bob_token)
 
     assert sorted(tools) == ["add_note", "crash", "list_notes", "refuse", "whoami"]
@@ -152,7 +152,7 @@ async def test_group_tools_work_for_members(mcp, alice_token, test_tools) -> Non
     assert result["content"] == [{"type": "text", "text": "all green"}]
 
 
-async def test_l3_tools_needing_a_missing_scope_stay_listed(mcp, alice_token, alice_token_row) -> None:
+async def test_tools_needing_a_missing_scope_stay_listed(mcp, alice_token, alice_token_row) -> None:
     """So that calling one yields 403 insufficient_scope and the client can step up."""
     assert alice_token_row.scope == "mcp"
 
@@ -181,7 +181,7 @@ async def test_whoami(mcp, alice_token, alice_token_row, app_client) -> None:
     ("name", "arguments"),
     [("whoami", {}), ("list_notes", {"limit": 5}), ("add_note", {"text": "Water the plants"})],
 )
-async def test_l4_content_and_structured_content_matching_the_output_schema(mcp, alice_writer, name, arguments) -> None:
+async def test_content_and_structured_content_matching_the_output_schema(mcp, alice_writer, name, arguments) -> None:
     output_schema = (await tools_of(mcp, alice_writer))[name]["outputSchema"]
 
     result = await result_of(mcp, alice_writer, name, arguments)
@@ -202,7 +202,7 @@ async def test_l4_content_and_structured_content_matching_the_output_schema(mcp,
         ("add_note", {"text": "x" * 2001}, "Invalid arguments: text must be at most 2000 characters long"),
     ],
 )
-async def test_l4_bad_arguments_are_a_tool_error_result(mcp, alice_writer, name, arguments, message) -> None:
+async def test_bad_arguments_are_a_tool_error_result(mcp, alice_writer, name, arguments, message) -> None:
     """Named by argument and rule, in words: never pydantic's text (which quotes the input)."""
     assert await result_of(mcp, alice_writer, name, arguments) == failure(message)
 
@@ -246,14 +246,14 @@ async def test_too_many_items_is_named_with_the_limit(mcp, alice_token, strict_t
     assert result == failure("Invalid arguments: window.tags must have at most 2 items")
 
 
-async def test_l4_unknown_tool_is_a_jsonrpc_error(mcp, alice_token) -> None:
+async def test_unknown_tool_is_a_jsonrpc_error(mcp, alice_token) -> None:
     r = await mcp.post("/mcp", json=call("x"), headers=bearer(alice_token))
 
     assert r.status_code == 200
     assert r.json() == {"jsonrpc": "2.0", "id": 1, "error": {"code": -32602, "message": "Unknown tool: x"}}
 
 
-async def test_l4_unknown_tool_at_2026_is_400(mcp, alice_token) -> None:
+async def test_unknown_tool_at_2026_is_400(mcp, alice_token) -> None:
     r = await mcp.post(
         "/mcp",
         json=rpc("tools/call", envelope({"name": "x", "arguments": {}})),
@@ -264,18 +264,18 @@ async def test_l4_unknown_tool_at_2026_is_400(mcp, alice_token) -> None:
     assert r.json() == {"jsonrpc": "2.0", "id": 1, "error": {"code": -32602, "message": "Unknown tool: x"}}
 
 
-async def test_l4_tool_error_message_reaches_the_person(mcp, alice_token, test_tools) -> None:
+async def test_tool_error_message_reaches_the_person(mcp, alice_token, test_tools) -> None:
     assert await result_of(mcp, alice_token, "refuse") == failure("The deploy window is closed until Monday.")
 
 
-async def test_l4_validation_error_in_a_tool_is_its_message(mcp, alice_writer) -> None:
+async def test_validation_error_in_a_tool_is_its_message(mcp, alice_writer) -> None:
     """add_note turns the model's ValidationError into a ToolError carrying its message."""
     result = await result_of(mcp, alice_writer, "add_note", {"text": "   "})
 
     assert result == failure("A note cannot be empty.")
 
 
-async def test_l4_crash_is_a_generic_error_and_a_logged_traceback(mcp, alice_token, test_tools, caplog) -> None:
+async def test_crash_is_a_generic_error_and_a_logged_traceback(mcp, alice_token, test_tools, caplog) -> None:
     caplog.set_level(logging.INFO)
 
     result = await result_of(mcp, alice_token, "crash", {"n": 2})
@@ -293,7 +293,7 @@ async def test_l4_crash_is_a_generic_error_and_a_logged_traceback(mcp, alice_tok
 # -- R4: scope step-up ---------------------------------------------------------------------------
 
 
-async def test_r4_tool_needing_a_missing_scope_is_403_insufficient_scope(mcp, alice_token) -> None:
+async def test_tool_needing_a_missing_scope_is_403_insufficient_scope(mcp, alice_token) -> None:
     r = await mcp.post("/mcp", json=call("add_note", {"text": "Call Bob"}), headers=bearer(alice_token))
 
     assert r.status_code == 403
@@ -308,7 +308,7 @@ async def test_r4_tool_needing_a_missing_scope_is_403_insufficient_scope(mcp, al
     }
 
 
-async def test_r4_the_same_at_2026(mcp, alice_token) -> None:
+async def test_the_same_at_2026(mcp, alice_token) -> None:
     r = await mcp.post(
         "/mcp",
         json=rpc("tools/call", envelope({"name": "add_note", "arguments": {"text": "Call Bob"}})),
@@ -319,7 +319,7 @@ async def test_r4_the_same_at_2026(mcp, alice_token) -> None:
     assert r.headers["www-authenticate"].startswith('Bearer error="insufficient_scope",scope="mcp notes:write",')
 
 
-async def test_r4_with_the_scope_the_call_works(mcp, alice_writer) -> None:
+async def test_with_the_scope_the_call_works(mcp, alice_writer) -> None:
     result = await result_of(mcp, alice_writer, "add_note", {"text": "Call Bob"})
 
     assert result["isError"] is False
@@ -332,7 +332,7 @@ def notes_only_token(alice, make_token) -> str:
     return make_token(alice, scope="notes:write")
 
 
-async def test_r4_token_without_the_basic_scope_steps_up_for_every_tool(mcp, notes_only_token) -> None:
+async def test_token_without_the_basic_scope_steps_up_for_every_tool(mcp, notes_only_token) -> None:
     r = await mcp.post("/mcp", json=call("whoami"), headers=bearer(notes_only_token))
 
     assert r.status_code == 403

@@ -55,7 +55,7 @@ def body_for(version: str, method: str = "ping") -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("version", HANDSHAKE_VERSIONS)
-async def test_l1_initialize_answers_the_requested_version(mcp, alice_token, version) -> None:
+async def test_initialize_answers_the_requested_version(mcp, alice_token, version) -> None:
     r = await mcp.post("/mcp", json=initialize(version), headers=bearer(alice_token, version))
 
     assert r.status_code == 200
@@ -72,7 +72,7 @@ async def test_l1_initialize_answers_the_requested_version(mcp, alice_token, ver
     }
 
 
-async def test_l1_initialize_with_an_unknown_version_gets_the_latest(mcp, alice_token) -> None:
+async def test_initialize_with_an_unknown_version_gets_the_latest(mcp, alice_token) -> None:
     r = await mcp.post("/mcp", json=initialize("2099-01-01"), headers=bearer(alice_token))
 
     assert r.status_code == 200
@@ -80,7 +80,7 @@ async def test_l1_initialize_with_an_unknown_version_gets_the_latest(mcp, alice_
 
 
 @pytest.mark.parametrize("version", HANDSHAKE_VERSIONS)
-async def test_l2_initialized_notification_is_202_without_body(mcp, alice_token, version) -> None:
+async def test_initialized_notification_is_202_without_body(mcp, alice_token, version) -> None:
     r = await mcp.post("/mcp", json=notification("notifications/initialized"), headers=bearer(alice_token, version))
 
     assert r.status_code == 202
@@ -88,7 +88,7 @@ async def test_l2_initialized_notification_is_202_without_body(mcp, alice_token,
 
 
 @pytest.mark.parametrize("version", HANDSHAKE_VERSIONS)
-async def test_h4_a_posted_response_is_202_without_body(mcp, alice_token, version) -> None:
+async def test_a_posted_response_is_202_without_body(mcp, alice_token, version) -> None:
     """A client's answer to a server request is accepted like a notification."""
     r = await mcp.post("/mcp", json={"jsonrpc": "2.0", "id": 7, "result": {}}, headers=bearer(alice_token, version))
 
@@ -97,7 +97,7 @@ async def test_h4_a_posted_response_is_202_without_body(mcp, alice_token, versio
 
 
 @pytest.mark.parametrize("version", HANDSHAKE_VERSIONS)
-async def test_l2_ping_answers_an_empty_result(mcp, alice_token, version) -> None:
+async def test_ping_answers_an_empty_result(mcp, alice_token, version) -> None:
     r = await mcp.post("/mcp", json=rpc("ping"), headers=bearer(alice_token, version))
 
     assert r.status_code == 200
@@ -106,7 +106,7 @@ async def test_l2_ping_answers_an_empty_result(mcp, alice_token, version) -> Non
 
 
 @pytest.mark.parametrize("version", HANDSHAKE_VERSIONS)
-async def test_h6_stateless_without_initialize_or_session(mcp, alice_token, version) -> None:
+async def test_stateless_without_initialize_or_session(mcp, alice_token, version) -> None:
     """No Mcp-Session-Id is handed out, none is required: any worker or replica serves any request."""
     r = await mcp.post("/mcp", json=initialize(version), headers=bearer(alice_token, version))
     assert "mcp-session-id" not in r.headers
@@ -124,7 +124,7 @@ METHOD_NOT_ALLOWED = error(-32600, "Method not allowed: POST one JSON-RPC messag
 
 
 @pytest.mark.parametrize("version", [*ALL_VERSIONS, None])
-async def test_h1_get_is_405_without_standalone_stream(mcp, alice_token, version) -> None:
+async def test_get_is_405_without_standalone_stream(mcp, alice_token, version) -> None:
     """Stateless: no stream to open. (The SDK alone would open an SSE stream that never carries anything.)"""
     r = await mcp.get("/mcp", headers=bearer(alice_token, version))
 
@@ -134,7 +134,7 @@ async def test_h1_get_is_405_without_standalone_stream(mcp, alice_token, version
 
 
 @pytest.mark.parametrize("version", [*ALL_VERSIONS, None])
-async def test_h1_delete_is_405_without_sessions(mcp, alice_token, version) -> None:
+async def test_delete_is_405_without_sessions(mcp, alice_token, version) -> None:
     r = await mcp.delete("/mcp", headers=bearer(alice_token, version))
 
     assert r.status_code == 405
@@ -142,7 +142,7 @@ async def test_h1_delete_is_405_without_sessions(mcp, alice_token, version) -> N
     assert r.json() == METHOD_NOT_ALLOWED
 
 
-async def test_h1_other_methods_are_405(mcp, alice_token) -> None:
+async def test_other_methods_are_405(mcp, alice_token) -> None:
     r = await mcp.put("/mcp", json=rpc("ping"), headers=bearer(alice_token))
 
     assert r.status_code == 405
@@ -167,7 +167,7 @@ def seen_versions(site) -> Any:
     site.mcp_endpoint.server.middleware.remove(record)
 
 
-async def test_h5_missing_version_header_is_served_as_2025_03_26(mcp, alice_token, seen_versions) -> None:
+async def test_missing_version_header_is_served_as_2025_03_26(mcp, alice_token, seen_versions) -> None:
     r = await mcp.post("/mcp", json=call("whoami"), headers=bearer(alice_token, version=None))
 
     assert r.status_code == 200
@@ -176,14 +176,14 @@ async def test_h5_missing_version_header_is_served_as_2025_03_26(mcp, alice_toke
 
 
 @pytest.mark.parametrize("version", HANDSHAKE_VERSIONS)
-async def test_h5_version_header_is_the_version_served(mcp, alice_token, seen_versions, version) -> None:
+async def test_version_header_is_the_version_served(mcp, alice_token, seen_versions, version) -> None:
     r = await mcp.post("/mcp", json=rpc("ping"), headers=bearer(alice_token, version))
 
     assert r.status_code == 200
     assert seen_versions == [version]
 
 
-async def test_h5_unsupported_version_header_is_400(mcp, alice_token) -> None:
+async def test_unsupported_version_header_is_400(mcp, alice_token) -> None:
     """The SDK takes any version it does not know for a newer stateless one, so a 2025-shaped
     request is refused for lacking the 2026 envelope: 400 as H5 asks, with -32602 (not -32022)."""
     r = await mcp.post("/mcp", json=rpc("ping"), headers=bearer(alice_token, "2024-01-01"))
@@ -196,7 +196,7 @@ async def test_h5_unsupported_version_header_is_400(mcp, alice_token) -> None:
     )
 
 
-async def test_h5_unsupported_version_in_envelope_is_400_naming_the_supported(mcp, alice_token) -> None:
+async def test_unsupported_version_in_envelope_is_400_naming_the_supported(mcp, alice_token) -> None:
     r = await mcp.post(
         "/mcp",
         json=rpc("tools/list", envelope(version="2030-01-01")),
@@ -217,7 +217,7 @@ BATCH_REFUSED = error(-32600, "Batches are not supported: POST one JSON-RPC mess
 
 
 @pytest.mark.parametrize("version", ["2025-06-18", "2025-11-25", MODERN_VERSION])
-async def test_h3_batch_is_refused(mcp, alice_token, version) -> None:
+async def test_batch_is_refused(mcp, alice_token, version) -> None:
     batch = [body_for(version), {**body_for(version), "id": 2}]
     r = await mcp.post("/mcp", json=batch, headers=headers_for(version, alice_token))
 
@@ -226,7 +226,7 @@ async def test_h3_batch_is_refused(mcp, alice_token, version) -> None:
 
 
 @pytest.mark.parametrize("version", ["2025-03-26", None])
-async def test_h3_batch_is_refused_at_2025_03_26_too(mcp, alice_token, version) -> None:
+async def test_batch_is_refused_at_2025_03_26_too(mcp, alice_token, version) -> None:
     """2025-03-26 allowed batches, but the SDK serves none at any version; no known client sends them."""
     r = await mcp.post("/mcp", json=[rpc("ping"), rpc("ping", id=2)], headers=bearer(alice_token, version))
 
@@ -366,7 +366,7 @@ async def test_body_over_4_mib_is_413(mcp, alice_token) -> None:
 # -- H7: 2026-07-28 ------------------------------------------------------------------------------
 
 
-async def test_h7_server_discover(mcp, alice_token) -> None:
+async def test_server_discover(mcp, alice_token) -> None:
     r = await mcp.post("/mcp", json=rpc("server/discover", envelope()), headers=modern(alice_token, "server/discover"))
 
     assert r.status_code == 200
@@ -386,7 +386,7 @@ async def test_h7_server_discover(mcp, alice_token) -> None:
     }
 
 
-async def test_h7_tools_call_without_handshake(mcp, alice_token) -> None:
+async def test_tools_call_without_handshake(mcp, alice_token) -> None:
     r = await mcp.post(
         "/mcp",
         json=rpc("tools/call", envelope({"name": "whoami", "arguments": {}})),
@@ -400,14 +400,14 @@ async def test_h7_tools_call_without_handshake(mcp, alice_token) -> None:
     assert "mcp-session-id" not in r.headers
 
 
-async def test_h7_method_header_mismatch_is_400(mcp, alice_token) -> None:
+async def test_method_header_mismatch_is_400(mcp, alice_token) -> None:
     r = await mcp.post("/mcp", json=rpc("tools/list", envelope()), headers=modern(alice_token, "server/discover"))
 
     assert r.status_code == 400
     assert r.json() == error(-32020, "mcp-method header does not match the request body's method")
 
 
-async def test_h7_name_header_mismatch_is_400(mcp, alice_token) -> None:
+async def test_name_header_mismatch_is_400(mcp, alice_token) -> None:
     r = await mcp.post(
         "/mcp",
         json=rpc("tools/call", envelope({"name": "whoami", "arguments": {}})),
@@ -418,7 +418,7 @@ async def test_h7_name_header_mismatch_is_400(mcp, alice_token) -> None:
     assert r.json() == error(-32020, "mcp-name header does not match the request body's 'name' parameter")
 
 
-async def test_h7_missing_method_header_is_400(mcp, alice_token) -> None:
+async def test_missing_method_header_is_400(mcp, alice_token) -> None:
     headers = modern(alice_token, "tools/list")
     del headers["Mcp-Method"]
     r = await mcp.post("/mcp", json=rpc("tools/list", envelope()), headers=headers)
@@ -427,14 +427,14 @@ async def test_h7_missing_method_header_is_400(mcp, alice_token) -> None:
     assert r.json()["error"]["code"] == -32020
 
 
-async def test_h7_missing_envelope_is_400(mcp, alice_token) -> None:
+async def test_missing_envelope_is_400(mcp, alice_token) -> None:
     r = await mcp.post("/mcp", json=rpc("tools/list"), headers=modern(alice_token, "tools/list"))
 
     assert r.status_code == 400
     assert r.json()["error"]["code"] == -32602
 
 
-async def test_h7_unknown_method_is_404(mcp, alice_token) -> None:
+async def test_unknown_method_is_404(mcp, alice_token) -> None:
     r = await mcp.post("/mcp", json=rpc("nope/never", envelope()), headers=modern(alice_token, "nope/never"))
 
     assert r.status_code == 404
@@ -442,7 +442,7 @@ async def test_h7_unknown_method_is_404(mcp, alice_token) -> None:
 
 
 @pytest.mark.parametrize("method", ["initialize", "ping"])
-async def test_h7_handshake_era_methods_are_unknown(mcp, alice_token, method) -> None:
+async def test_handshake_era_methods_are_unknown(mcp, alice_token, method) -> None:
     """2026-07-28 has no initialize (and no ping): both are unknown methods there."""
     r = await mcp.post("/mcp", json=rpc(method, envelope()), headers=modern(alice_token, method))
 
@@ -450,7 +450,7 @@ async def test_h7_handshake_era_methods_are_unknown(mcp, alice_token, method) ->
     assert r.json() == error(-32601, "Method not found", data=method)
 
 
-async def test_h7_notification_is_202_without_body(mcp, alice_token) -> None:
+async def test_notification_is_202_without_body(mcp, alice_token) -> None:
     r = await mcp.post(
         "/mcp", json=notification("notifications/initialized"), headers=modern(alice_token, "notifications/initialized")
     )

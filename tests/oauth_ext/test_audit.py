@@ -12,7 +12,7 @@ from django.test import Client as HttpClient
 from django.utils import timezone
 from oauth2_provider.models import get_refresh_token_model
 
-from oauth_ext.models import AuditEvent
+from audit.models import AuditEvent, AuditKind
 from tests.conftest import (
     ALICE,
     CLAUDE_CALLBACK,
@@ -128,9 +128,9 @@ def test_full_flow_writes_every_audit_event(http: HttpClient) -> None:
         "code_reuse",
         "token_revoked",
     }
-    sign_in = AuditEvent.objects.get(event="sign_in")
+    sign_in = AuditEvent.objects.get(event=AuditKind.SIGN_IN)
     assert (sign_in.email, sign_in.host) == (ALICE, "public")
-    errors = sorted(e.detail["error"] for e in AuditEvent.objects.filter(event="token_error"))
+    errors = sorted(e.detail["error"] for e in AuditEvent.objects.filter(event=AuditKind.TOKEN_ERROR))
     assert errors == ["invalid_client", "invalid_grant", "invalid_grant"]
 
 
@@ -155,7 +155,7 @@ def test_no_credential_in_the_logs_even_at_debug(http: HttpClient, caplog: pytes
 def test_audit_rows_name_client_and_person_as_text_too(http: HttpClient) -> None:
     """The trail still reads after the user or client row is deleted."""
     full_flow(http, Secrets())
-    event = AuditEvent.objects.filter(event="token_issued").order_by("created").first()
+    event = AuditEvent.objects.filter(event=AuditKind.TOKEN_ISSUED).order_by("created").first()
     assert event is not None
     assert event.email == ALICE
     assert event.client_label == "Claude Code"
@@ -170,4 +170,4 @@ def test_token_error_audit_names_the_client_from_basic_auth(http: HttpClient, pu
         {"grant_type": "refresh_token", "refresh_token": "nope"},
         HTTP_AUTHORIZATION=basic_auth(public_client.client_id, ""),
     )
-    assert AuditEvent.objects.get(event="token_error").client == public_client
+    assert AuditEvent.objects.get(event=AuditKind.TOKEN_ERROR).client == public_client

@@ -9,7 +9,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from oauth2_provider.models import get_grant_model
 
-from oauth_ext.models import AuditEvent, Client
+from audit.models import AuditEvent, AuditKind
+from oauth_ext.models import Client
 from tests.conftest import (
     ALICE,
     CLAUDE_CALLBACK,
@@ -87,7 +88,7 @@ def test_signed_out_person_is_sent_to_sign_in(http: Any, public_client: Client) 
 # ---------------------------------------------------------------------------
 # AS1: PKCE S256 for every client, code flow only
 # ---------------------------------------------------------------------------
-def test_as1_missing_code_challenge_refused(flow: Flow, public_client: Client) -> None:
+def test_missing_code_challenge_refused(flow: Flow, public_client: Client) -> None:
     request = params(public_client)
     del request["code_challenge"], request["code_challenge_method"]
     assert redirect_query(flow.authorize(request)) == {
@@ -98,7 +99,7 @@ def test_as1_missing_code_challenge_refused(flow: Flow, public_client: Client) -
     }
 
 
-def test_as1_plain_code_challenge_method_refused_before_consent(flow: Flow, public_client: Client) -> None:
+def test_plain_code_challenge_method_refused_before_consent(flow: Flow, public_client: Client) -> None:
     pkce = PKCE.make()
     request = {**params(public_client), "code_challenge": pkce.verifier, "code_challenge_method": "plain"}
     assert redirect_query(flow.authorize(request)) == {
@@ -107,10 +108,10 @@ def test_as1_plain_code_challenge_method_refused_before_consent(flow: Flow, publ
         "state": STATE,
         "iss": PUBLIC_BASE,
     }
-    assert not AuditEvent.objects.filter(event="consent_shown").exists()
+    assert not AuditEvent.objects.filter(event=AuditKind.CONSENT_SHOWN).exists()
 
 
-def test_as1_missing_code_challenge_method_means_plain_and_is_refused(flow: Flow, public_client: Client) -> None:
+def test_missing_code_challenge_method_means_plain_and_is_refused(flow: Flow, public_client: Client) -> None:
     """RFC 7636 §4.3: an omitted method defaults to plain."""
     request = params(public_client)
     del request["code_challenge_method"]
@@ -119,7 +120,7 @@ def test_as1_missing_code_challenge_method_means_plain_and_is_refused(flow: Flow
     assert query["error_description"] == 'Unsupported code_challenge_method; use "S256".'
 
 
-def test_as1_plain_refused_even_when_consent_is_remembered(flow: Flow, public_client: Client) -> None:
+def test_plain_refused_even_when_consent_is_remembered(flow: Flow, public_client: Client) -> None:
     flow.authorize_code(public_client.client_id)  # Alice approves once
     pkce = PKCE.make()
     request = {**params(public_client), "code_challenge": pkce.verifier, "code_challenge_method": "plain"}
@@ -127,7 +128,7 @@ def test_as1_plain_refused_even_when_consent_is_remembered(flow: Flow, public_cl
     assert get_grant_model().objects.count() == 1  # the first approval's only
 
 
-def test_as1_unknown_code_challenge_method_refused(flow: Flow, public_client: Client) -> None:
+def test_unknown_code_challenge_method_refused(flow: Flow, public_client: Client) -> None:
     query = redirect_query(flow.authorize({**params(public_client), "code_challenge_method": "S512"}))
     assert query == {
         "error": "invalid_request",
@@ -137,7 +138,7 @@ def test_as1_unknown_code_challenge_method_refused(flow: Flow, public_client: Cl
     }
 
 
-def test_as1_implicit_response_type_refused(flow: Flow, public_client: Client) -> None:
+def test_implicit_response_type_refused(flow: Flow, public_client: Client) -> None:
     query = redirect_query(flow.authorize({**params(public_client), "response_type": "token"}))
     assert query == {"error": "unauthorized_client", "state": STATE, "iss": PUBLIC_BASE}
 
@@ -172,7 +173,7 @@ def test_disabled_client_shown_as_error_page(flow: Flow, public_client: Client) 
 def test_unregistered_redirect_uri_shown_as_error_page(flow: Flow, public_client: Client) -> None:
     html = error_page(flow.authorize(params(public_client, redirect_uri="https://evil.example/cb")))
     assert "invalid_request: Mismatching redirect URI." in html
-    assert AuditEvent.objects.get(event="authorize_error").detail == {"error": "invalid_request"}
+    assert AuditEvent.objects.get(event=AuditKind.AUTHORIZE_ERROR).detail == {"error": "invalid_request"}
 
 
 def test_missing_redirect_uri_shown_as_error_page(flow: Flow, public_client: Client) -> None:
@@ -195,7 +196,7 @@ def test_missing_redirect_uri_shown_as_error_page(flow: Flow, public_client: Cli
         ("http://localhost/callback", "http://localhost:50123/callback"),
     ],
 )
-def test_as2_loopback_redirect_any_port(
+def test_loopback_redirect_any_port(
     flow: Flow, make_client: Callable[..., Client], registered: str, requested: str
 ) -> None:
     client = make_client(registered)
@@ -214,26 +215,26 @@ def test_as2_loopback_redirect_any_port(
         "http://127.0.0.1:33418/callback?x=1",  # a query the registration does not have
     ],
 )
-def test_as2_loopback_redirect_must_otherwise_match(flow: Flow, public_client: Client, requested: str) -> None:
+def test_loopback_redirect_must_otherwise_match(flow: Flow, public_client: Client, requested: str) -> None:
     html = error_page(flow.authorize(params(public_client, redirect_uri=requested)))
     assert "Mismatching redirect URI." in html
 
 
-def test_as2_https_redirect_must_match_exactly(flow: Flow, make_client: Callable[..., Client]) -> None:
+def test_https_redirect_must_match_exactly(flow: Flow, make_client: Callable[..., Client]) -> None:
     client = make_client(CLAUDE_CALLBACK)
     assert flow.authorize(params(client, redirect_uri=CLAUDE_CALLBACK)).status_code == 200
     for other in (CLAUDE_CALLBACK + "/", "https://claude.ai:8443/api/mcp/auth_callback", CLAUDE_CALLBACK.upper()):
         assert "Mismatching redirect URI." in error_page(flow.authorize(params(client, redirect_uri=other))), other
 
 
-def test_as2_prefix_allowlist_governs_registration_not_matching(flow: Flow, make_client: Callable[..., Client]) -> None:
+def test_prefix_allowlist_governs_registration_not_matching(flow: Flow, make_client: Callable[..., Client]) -> None:
     """A client registered with one ChatGPT connector callback cannot use another."""
     client = make_client("https://chatgpt.com/connector/oauth/abc")
     other = "https://chatgpt.com/connector/oauth/xyz"
     assert "Mismatching redirect URI." in error_page(flow.authorize(params(client, redirect_uri=other)))
 
 
-def test_as2_cursor_app_scheme_redirect_receives_the_code(flow: Flow, make_client: Callable[..., Client]) -> None:
+def test_cursor_app_scheme_redirect_receives_the_code(flow: Flow, make_client: Callable[..., Client]) -> None:
     callback = "cursor://anysphere.cursor-mcp/oauth/callback"
     client = make_client(callback)
     page = flow.authorize(params(client, redirect_uri=callback))
@@ -242,7 +243,7 @@ def test_as2_cursor_app_scheme_redirect_receives_the_code(flow: Flow, make_clien
     assert query["iss"] == PUBLIC_BASE
 
 
-def test_as2_client_with_several_redirects_chooses_one(flow: Flow, make_client: Callable[..., Client]) -> None:
+def test_client_with_several_redirects_chooses_one(flow: Flow, make_client: Callable[..., Client]) -> None:
     client = make_client(CLAUDE_CALLBACK, "https://claude.com/api/mcp/auth_callback")
     page = flow.authorize(params(client, redirect_uri="https://claude.com/api/mcp/auth_callback"))
     assert redirect_query(flow.consent(page), to="https://claude.com/api/mcp/auth_callback")["code"]
@@ -251,19 +252,19 @@ def test_as2_client_with_several_redirects_chooses_one(flow: Flow, make_client: 
 # ---------------------------------------------------------------------------
 # AS3: state
 # ---------------------------------------------------------------------------
-def test_as3_state_echoed_unchanged(flow: Flow, public_client: Client) -> None:
+def test_state_echoed_unchanged(flow: Flow, public_client: Client) -> None:
     state = "a b/c?d=e&f+g~%25 é"
     page = flow.authorize({**params(public_client), "state": state})
     assert redirect_query(flow.consent(page))["state"] == state
 
 
-def test_as3_state_echoed_on_errors(flow: Flow, public_client: Client) -> None:
+def test_state_echoed_on_errors(flow: Flow, public_client: Client) -> None:
     state = "x&y=z"
     query = redirect_query(flow.authorize({**params(public_client), "state": state, "resource": "https://x.test/"}))
     assert query["state"] == state
 
 
-def test_as3_no_state_sent_none_returned(flow: Flow, public_client: Client) -> None:
+def test_no_state_sent_none_returned(flow: Flow, public_client: Client) -> None:
     request = params(public_client)
     del request["state"]
     query = redirect_query(flow.consent(flow.authorize(request)))
@@ -273,7 +274,7 @@ def test_as3_no_state_sent_none_returned(flow: Flow, public_client: Client) -> N
 # ---------------------------------------------------------------------------
 # AS4: resource (RFC 8707) at the authorization endpoint
 # ---------------------------------------------------------------------------
-def test_as4_unknown_resource_gets_invalid_target(flow: Flow, public_client: Client) -> None:
+def test_unknown_resource_gets_invalid_target(flow: Flow, public_client: Client) -> None:
     query = redirect_query(flow.authorize(params(public_client, resource="https://other.example/mcp")))
     assert query == {
         "error": "invalid_target",
@@ -281,7 +282,7 @@ def test_as4_unknown_resource_gets_invalid_target(flow: Flow, public_client: Cli
         "state": STATE,
         "iss": PUBLIC_BASE,
     }
-    assert AuditEvent.objects.get(event="authorize_error").detail == {"error": "invalid_target"}
+    assert AuditEvent.objects.get(event=AuditKind.AUTHORIZE_ERROR).detail == {"error": "invalid_target"}
 
 
 @pytest.mark.parametrize(
@@ -298,11 +299,11 @@ def test_as4_unknown_resource_gets_invalid_target(flow: Flow, public_client: Cli
         "not a url",
     ],
 )
-def test_as4_resource_other_than_this_hosts_mcp_refused(flow: Flow, public_client: Client, resource: str) -> None:
+def test_resource_other_than_this_hosts_mcp_refused(flow: Flow, public_client: Client, resource: str) -> None:
     assert redirect_query(flow.authorize(params(public_client, resource=resource)))["error"] == "invalid_target"
 
 
-def test_as4_one_bad_resource_among_several_refused(flow: Flow, public_client: Client) -> None:
+def test_one_bad_resource_among_several_refused(flow: Flow, public_client: Client) -> None:
     request = params(public_client, resource=PUBLIC_RESOURCE)
     response = flow.http.get(
         "/oauth/authorize",
@@ -323,19 +324,17 @@ def test_as4_one_bad_resource_among_several_refused(flow: Flow, public_client: C
         "https://mcp.example.com/mcp/",
     ],
 )
-def test_as4_resource_compared_canonically_and_stored_canonical(
-    flow: Flow, public_client: Client, resource: str
-) -> None:
+def test_resource_compared_canonically_and_stored_canonical(flow: Flow, public_client: Client, resource: str) -> None:
     query, _pkce, _ = flow.authorize_code(public_client.client_id, resource=resource)
     assert get_grant_model().objects.get(code=query["code"]).resource == [PUBLIC_RESOURCE]
 
 
-def test_as4_omitted_resource_still_binds_the_code_to_this_hosts_mcp(flow: Flow, public_client: Client) -> None:
+def test_omitted_resource_still_binds_the_code_to_this_hosts_mcp(flow: Flow, public_client: Client) -> None:
     query, _pkce, _ = flow.authorize_code(public_client.client_id)
     assert get_grant_model().objects.get(code=query["code"]).resource == [PUBLIC_RESOURCE]
 
 
-def test_as4_remembered_consent_also_binds_the_code(flow: Flow, public_client: Client) -> None:
+def test_remembered_consent_also_binds_the_code(flow: Flow, public_client: Client) -> None:
     flow.authorize_code(public_client.client_id)
     query, _pkce, _ = flow.authorize_code(public_client.client_id, resource="HTTPS://MCP.EXAMPLE.COM/mcp")
     assert get_grant_model().objects.get(code=query["code"]).resource == [PUBLIC_RESOURCE]

@@ -13,7 +13,8 @@ import pytest
 from django.test import Client as HttpClient
 from oauth2_provider.cimd import CIMDError
 
-from oauth_ext.models import AuditEvent, Client
+from audit.models import AuditEvent, AuditKind
+from oauth_ext.models import Client
 from tests.conftest import (
     CLAUDE_CALLBACK,
     PKCE,
@@ -75,12 +76,12 @@ def unknown_client_page(response: Any) -> None:
 # ---------------------------------------------------------------------------
 # Advertised, resolved, shown
 # ---------------------------------------------------------------------------
-def test_s5_metadata_advertises_cimd(http: HttpClient) -> None:
+def test_metadata_advertises_cimd(http: HttpClient) -> None:
     data = http.get("/.well-known/oauth-authorization-server", HTTP_HOST=PUBLIC).json()
     assert data["client_id_metadata_document_supported"] is True
 
 
-def test_as7_allowlisted_document_resolves_to_a_public_client(flow: Flow, fetcher: type[FakeFetcher]) -> None:
+def test_allowlisted_document_resolves_to_a_public_client(flow: Flow, fetcher: type[FakeFetcher]) -> None:
     page = authorize(flow, CLAUDE_ID)
     assert page.status_code == 200, page.content
     assert fetcher.calls == [CLAUDE_ID]
@@ -92,14 +93,14 @@ def test_as7_allowlisted_document_resolves_to_a_public_client(flow: Flow, fetche
     assert client.redirect_uris == CLAUDE_CALLBACK
 
 
-def test_as7_consent_page_shows_document_name_and_redirect_host(flow: Flow, fetcher: type[FakeFetcher]) -> None:
+def test_consent_page_shows_document_name_and_redirect_host(flow: Flow, fetcher: type[FakeFetcher]) -> None:
     text = authorize(flow, CLAUDE_ID).content.decode()
     assert "Allow <strong>Claude</strong> to use your tools?" in text
     assert "<dd><code>claude.ai</code></dd>" in text
     assert '<span class="badge warn">registered itself</span>' in text
 
 
-def test_as7_consent_page_warns_about_loopback_only_documents(flow: Flow, fetcher: type[FakeFetcher]) -> None:
+def test_consent_page_warns_about_loopback_only_documents(flow: Flow, fetcher: type[FakeFetcher]) -> None:
     loopback = "http://127.0.0.1/callback"
     fetcher.documents[VSCODE_ID] = {"client_id": VSCODE_ID, "client_name": "VS Code", "redirect_uris": [loopback]}
     page = authorize(flow, VSCODE_ID, redirect_uri="http://127.0.0.1:33418/callback")
@@ -107,24 +108,24 @@ def test_as7_consent_page_warns_about_loopback_only_documents(flow: Flow, fetche
     assert "<strong>Only continue if you started this sign-in yourself</strong>" in page.content.decode()
 
 
-def test_as7_registration_of_a_document_client_records_address_and_host(flow: Flow, fetcher: type[FakeFetcher]) -> None:
+def test_registration_of_a_document_client_records_address_and_host(flow: Flow, fetcher: type[FakeFetcher]) -> None:
     authorize(flow, CLAUDE_ID)
     authorize(flow, CLAUDE_ID)
     client = Client.objects.get(client_id=CLAUDE_ID)
     assert client.registered_from == "10.9.9.9"  # the test proxy sends no X-Forwarded-For
     assert client.registered_host == "public"
-    event = AuditEvent.objects.get(event="register")
+    event = AuditEvent.objects.get(event=AuditKind.REGISTER)
     assert event.client == client
     assert event.detail == {"source": "cimd"}
 
 
-def test_as7_document_is_cached_not_fetched_every_time(flow: Flow, fetcher: type[FakeFetcher]) -> None:
+def test_document_is_cached_not_fetched_every_time(flow: Flow, fetcher: type[FakeFetcher]) -> None:
     authorize(flow, CLAUDE_ID)
     authorize(flow, CLAUDE_ID)
     assert fetcher.calls == [CLAUDE_ID]
 
 
-def test_as7_document_client_completes_the_flow(flow: Flow, fetcher: type[FakeFetcher]) -> None:
+def test_document_client_completes_the_flow(flow: Flow, fetcher: type[FakeFetcher]) -> None:
     query, pkce, _ = flow.authorize_code(CLAUDE_ID, redirect_uri=CLAUDE_CALLBACK)
     response = flow.exchange(CLAUDE_ID, query["code"], pkce, redirect_uri=CLAUDE_CALLBACK)
     assert response.status_code == 200, response.content
@@ -141,7 +142,7 @@ def test_as7_document_client_completes_the_flow(flow: Flow, fetcher: type[FakeFe
         "https://claude.ai.evil.example/oauth/mcp-client-metadata",
     ],
 )
-def test_as7_document_from_host_not_on_allowlist_refused_without_fetching(
+def test_document_from_host_not_on_allowlist_refused_without_fetching(
     flow: Flow, fetcher: type[FakeFetcher], client_id: str
 ) -> None:
     fetcher.documents[client_id] = claude_document(client_id=client_id)
@@ -150,9 +151,7 @@ def test_as7_document_from_host_not_on_allowlist_refused_without_fetching(
     assert not Client.objects.exists()
 
 
-def test_as7_refused_host_causes_no_network_call_with_the_real_fetcher(
-    flow: Flow, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_refused_host_causes_no_network_call_with_the_real_fetcher(flow: Flow, monkeypatch: pytest.MonkeyPatch) -> None:
     """The allowlist is checked before DOT's fetcher resolves or connects to anything."""
 
     def no_network(*args: Any, **kwargs: Any) -> None:
@@ -163,19 +162,19 @@ def test_as7_refused_host_causes_no_network_call_with_the_real_fetcher(
     unknown_client_page(authorize(flow, "https://evil.example/client.json"))
 
 
-def test_as7_allowlist_is_configurable(flow: Flow, fetcher: type[FakeFetcher]) -> None:
+def test_allowlist_is_configurable(flow: Flow, fetcher: type[FakeFetcher]) -> None:
     with dot_settings(CIMD_METADATA_FETCHER=f"{__name__}.FakeFetcher", CIMD_ALLOWED_HOSTS=["vscode.dev"]):
         unknown_client_page(authorize(flow, CLAUDE_ID))
     assert fetcher.calls == []
 
 
-def test_as7_document_whose_client_id_differs_from_its_url_refused(flow: Flow, fetcher: type[FakeFetcher]) -> None:
+def test_document_whose_client_id_differs_from_its_url_refused(flow: Flow, fetcher: type[FakeFetcher]) -> None:
     fetcher.documents[CLAUDE_ID] = claude_document(client_id="https://claude.ai/other")
     unknown_client_page(authorize(flow, CLAUDE_ID))
     assert not Client.objects.exists()
 
 
-def test_as7_document_with_redirect_off_the_allowlist_refused(flow: Flow, fetcher: type[FakeFetcher]) -> None:
+def test_document_with_redirect_off_the_allowlist_refused(flow: Flow, fetcher: type[FakeFetcher]) -> None:
     fetcher.documents[CLAUDE_ID] = claude_document(redirect_uris=["https://evil.example/cb"])
     unknown_client_page(authorize(flow, CLAUDE_ID, redirect_uri="https://evil.example/cb"))
     assert not Client.objects.exists()
@@ -190,7 +189,7 @@ def test_as7_document_with_redirect_off_the_allowlist_refused(flow: Flow, fetche
         {"grant_types": ["client_credentials"]},
     ],
 )
-def test_as7_document_asking_for_what_cimd_forbids_refused(
+def test_document_asking_for_what_cimd_forbids_refused(
     flow: Flow, fetcher: type[FakeFetcher], changes: dict[str, Any]
 ) -> None:
     fetcher.documents[CLAUDE_ID] = claude_document(**changes)
@@ -198,7 +197,7 @@ def test_as7_document_asking_for_what_cimd_forbids_refused(
     assert not Client.objects.exists()
 
 
-def test_as7_missing_document_refused_and_backed_off(flow: Flow, fetcher: type[FakeFetcher]) -> None:
+def test_missing_document_refused_and_backed_off(flow: Flow, fetcher: type[FakeFetcher]) -> None:
     missing = "https://claude.ai/missing"
     unknown_client_page(authorize(flow, missing))
     unknown_client_page(authorize(flow, missing))

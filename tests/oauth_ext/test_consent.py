@@ -11,7 +11,8 @@ from django.test import override_settings
 from django.utils.html import escape
 from oauth2_provider.models import get_grant_model
 
-from oauth_ext.models import AuditEvent, Client, Consent
+from audit.models import AuditEvent, AuditKind
+from oauth_ext.models import Client, Consent
 from oauth_ext.services import client_create
 from tests.conftest import (
     ALICE,
@@ -116,7 +117,7 @@ def test_consent_page_works_without_javascript(flow: Flow, public_client: Client
 
 def test_consent_shown_is_audited(flow: Flow, public_client: Client) -> None:
     consent_page(flow, public_client)
-    event = AuditEvent.objects.get(event="consent_shown")
+    event = AuditEvent.objects.get(event=AuditKind.CONSENT_SHOWN)
     assert event.client == public_client
     assert event.email == ALICE
     assert event.detail == {"scope": "mcp"}
@@ -125,13 +126,13 @@ def test_consent_shown_is_audited(flow: Flow, public_client: Client) -> None:
 # ---------------------------------------------------------------------------
 # Protection
 # ---------------------------------------------------------------------------
-def test_as8_consent_page_cannot_be_framed(flow: Flow, public_client: Client) -> None:
+def test_consent_page_cannot_be_framed(flow: Flow, public_client: Client) -> None:
     page = consent_page(flow, public_client)
     assert "frame-ancestors 'none'" in page["Content-Security-Policy"]
     assert page["X-Frame-Options"] == "DENY"
 
 
-def test_as8_error_page_cannot_be_framed_either(flow: Flow, public_client: Client) -> None:
+def test_error_page_cannot_be_framed_either(flow: Flow, public_client: Client) -> None:
     page = flow.authorize(authorize_params(public_client.client_id, PKCE.make(), redirect_uri="https://x.test/"))
     assert page.status_code == 400
     assert "frame-ancestors 'none'" in page["Content-Security-Policy"]
@@ -144,7 +145,7 @@ def test_consent_page_content_security_policy_allows_nothing_but_our_styles(flow
     )
 
 
-def test_as8_consent_post_without_csrf_token_refused(flow: Flow, public_client: Client) -> None:
+def test_consent_post_without_csrf_token_refused(flow: Flow, public_client: Client) -> None:
     page = consent_page(flow, public_client)
     data = hidden_inputs(page.content.decode())
     del data["csrfmiddlewaretoken"]
@@ -160,7 +161,7 @@ def test_as8_consent_post_without_csrf_token_refused(flow: Flow, public_client: 
     assert not Consent.objects.exists()
 
 
-def test_as8_consent_post_from_another_origin_refused(flow: Flow, public_client: Client) -> None:
+def test_consent_post_from_another_origin_refused(flow: Flow, public_client: Client) -> None:
     page = consent_page(flow, public_client)
     response = flow.http.post(
         "/oauth/authorize?" + urlencode(page.wsgi_request.GET),
@@ -207,7 +208,7 @@ def test_allow_records_consent_and_audits_it(flow: Flow, public_client: Client) 
     assert consent.client == public_client
     assert consent.scopes == ["mcp"]
     assert consent.host == "public"
-    assert AuditEvent.objects.get(event="consent_given").detail == {"scope": "mcp"}
+    assert AuditEvent.objects.get(event=AuditKind.CONSENT_GIVEN).detail == {"scope": "mcp"}
 
 
 def test_deny_redirects_with_access_denied_state_and_iss(flow: Flow, public_client: Client) -> None:
@@ -219,17 +220,17 @@ def test_deny_redirects_with_access_denied_state_and_iss(flow: Flow, public_clie
     }
     assert not Consent.objects.exists()
     assert not get_grant_model().objects.exists()
-    assert AuditEvent.objects.get(event="consent_refused").detail == {"scope": "mcp"}
+    assert AuditEvent.objects.get(event=AuditKind.CONSENT_REFUSED).detail == {"scope": "mcp"}
 
 
-def test_as8_consent_remembered_for_same_person_client_and_scopes(flow: Flow, public_client: Client) -> None:
+def test_consent_remembered_for_same_person_client_and_scopes(flow: Flow, public_client: Client) -> None:
     flow.consent(consent_page(flow, public_client))
     again = flow.authorize(authorize_params(public_client.client_id, PKCE.make(), state="second"))
     query = query_of(again)
     assert query["state"] == "second"
     assert query["iss"] == PUBLIC_BASE
     assert query["code"]
-    assert AuditEvent.objects.filter(event="consent_remembered").count() == 1
+    assert AuditEvent.objects.filter(event=AuditKind.CONSENT_REMEMBERED).count() == 1
 
 
 def test_consent_not_shared_between_people(flow: Flow, public_client: Client) -> None:
@@ -248,7 +249,7 @@ def test_denial_is_not_remembered(flow: Flow, public_client: Client) -> None:
 
 
 @override_settings(MCPGATE_SCOPES=SCOPES_WITH_FILES)
-def test_as8_new_scope_asks_again_and_approvals_accumulate(flow: Flow, public_client: Client) -> None:
+def test_new_scope_asks_again_and_approvals_accumulate(flow: Flow, public_client: Client) -> None:
     flow.consent(consent_page(flow, public_client, scope="mcp"))
     page = consent_page(flow, public_client, scope="mcp files:read")  # asked again
     flow.consent(page)

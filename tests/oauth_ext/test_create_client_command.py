@@ -10,7 +10,8 @@ import pytest
 from django.contrib.auth.hashers import check_password
 from django.core.management import CommandError, call_command
 
-from oauth_ext.models import AuditEvent, Client
+from audit.models import AuditEvent, AuditKind
+from oauth_ext.models import Client
 from tests.conftest import CLAUDE_CALLBACK, GEMINI_CALLBACK, LOOPBACK_REDIRECT, Flow, basic_auth
 
 pytestmark = pytest.mark.django_db
@@ -54,7 +55,7 @@ def test_create_client_accepts_several_redirect_uris() -> None:
 
 def test_create_client_is_audited_without_the_secret() -> None:
     result = create_client("--name", "Gemini", "--redirect-uri", GEMINI_CALLBACK, "--confidential")
-    event = AuditEvent.objects.get(event="client_created")
+    event = AuditEvent.objects.get(event=AuditKind.CLIENT_CREATED)
     assert event.client is not None and event.client.client_id == result["client_id"]
     assert event.detail == {"confidential": True}
     assert result["client_secret"] not in json.dumps(event.detail)

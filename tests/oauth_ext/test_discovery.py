@@ -64,7 +64,7 @@ def get(http: HttpClient, path: str, host: str = PUBLIC) -> Any:
 # ---------------------------------------------------------------------------
 # RFC 8414
 # ---------------------------------------------------------------------------
-def test_s1_authorization_server_metadata_is_served_in_full(http: HttpClient) -> None:
+def test_authorization_server_metadata_is_served_in_full(http: HttpClient) -> None:
     response = get(http, AS_METADATA)
     assert response.status_code == 200
     assert response["Content-Type"] == "application/json"
@@ -72,40 +72,40 @@ def test_s1_authorization_server_metadata_is_served_in_full(http: HttpClient) ->
 
 
 @pytest.mark.parametrize("path", [OIDC_METADATA, OIDC_METADATA + "/"])
-def test_s1_openid_configuration_serves_the_same_document(http: HttpClient, path: str) -> None:
+def test_openid_configuration_serves_the_same_document(http: HttpClient, path: str) -> None:
     response = get(http, path)
     assert response.status_code == 200
     assert response.json() == EXPECTED_AS_METADATA
 
 
-def test_s2_issuer_is_the_origin_without_trailing_slash(http: HttpClient) -> None:
+def test_issuer_is_the_origin_without_trailing_slash(http: HttpClient) -> None:
     issuer = get(http, AS_METADATA).json()["issuer"]
     assert issuer == "https://mcp.example.com"
     # RFC 8414 §3: the metadata URL is built from the issuer; it must lead back to this document.
     assert issuer + AS_METADATA == "https://mcp.example.com" + AS_METADATA
 
 
-def test_s3_only_s256_is_advertised_for_pkce(http: HttpClient) -> None:
+def test_only_s256_is_advertised_for_pkce(http: HttpClient) -> None:
     assert get(http, AS_METADATA).json()["code_challenge_methods_supported"] == ["S256"]
 
 
-def test_s4_token_endpoint_auth_methods_listed_explicitly(http: HttpClient) -> None:
+def test_token_endpoint_auth_methods_listed_explicitly(http: HttpClient) -> None:
     methods = get(http, AS_METADATA).json()["token_endpoint_auth_methods_supported"]
     assert methods == ["none", "client_secret_post", "client_secret_basic"]
 
 
-def test_s5_cimd_supported_together_with_auth_method_none(http: HttpClient) -> None:
+def test_cimd_supported_together_with_auth_method_none(http: HttpClient) -> None:
     """Claude uses CIMD only when this is true and ``none`` is an auth method."""
     data = get(http, AS_METADATA).json()
     assert data["client_id_metadata_document_supported"] is True
     assert "none" in data["token_endpoint_auth_methods_supported"]
 
 
-def test_s6_iss_parameter_support_advertised(http: HttpClient) -> None:
+def test_iss_parameter_support_advertised(http: HttpClient) -> None:
     assert get(http, AS_METADATA).json()["authorization_response_iss_parameter_supported"] is True
 
 
-def test_as1_no_implicit_or_password_advertised(http: HttpClient) -> None:
+def test_no_implicit_or_password_advertised(http: HttpClient) -> None:
     data = get(http, AS_METADATA).json()
     assert data["response_types_supported"] == ["code"]
     assert data["grant_types_supported"] == ["authorization_code", "refresh_token"]
@@ -130,14 +130,14 @@ def test_metadata_lists_scopes_added_in_settings(http: HttpClient) -> None:
 # ---------------------------------------------------------------------------
 # S7: legacy 2025-03-26 clients that skip discovery
 # ---------------------------------------------------------------------------
-def test_s7_root_authorize_alias_serves_the_authorization_endpoint(http: HttpClient, public_client: Any) -> None:
+def test_root_authorize_alias_serves_the_authorization_endpoint(http: HttpClient, public_client: Any) -> None:
     params = authorize_params(public_client.client_id, PKCE.make())
     response = http.get("/authorize", params, HTTP_HOST=PUBLIC, **proxy_headers(ALICE))
     assert response.status_code == 200
     assert b"Allow <strong>Claude Code</strong>" in response.content
 
 
-def test_s7_root_token_alias_serves_the_token_endpoint(flow: Flow, public_client: Any) -> None:
+def test_root_token_alias_serves_the_token_endpoint(flow: Flow, public_client: Any) -> None:
     query, pkce, _params = flow.authorize_code(public_client.client_id)
     response = flow.http.post(
         "/token",
@@ -154,7 +154,7 @@ def test_s7_root_token_alias_serves_the_token_endpoint(flow: Flow, public_client
     assert response.json()["token_type"] == "Bearer"
 
 
-def test_s7_root_register_alias_serves_the_registration_endpoint(http: HttpClient) -> None:
+def test_root_register_alias_serves_the_registration_endpoint(http: HttpClient) -> None:
     metadata = {"client_name": "Legacy", "redirect_uris": [LOOPBACK_REDIRECT], "token_endpoint_auth_method": "none"}
     response = http.post(
         "/register", json.dumps(metadata), content_type="application/json", HTTP_HOST=PUBLIC, REMOTE_ADDR=CLIENT_ADDR
@@ -166,42 +166,42 @@ def test_s7_root_register_alias_serves_the_registration_endpoint(http: HttpClien
 # ---------------------------------------------------------------------------
 # RFC 9728
 # ---------------------------------------------------------------------------
-def test_d1_protected_resource_metadata_names_resource_and_authorization_server(http: HttpClient) -> None:
+def test_protected_resource_metadata_names_resource_and_authorization_server(http: HttpClient) -> None:
     response = get(http, PRM_ROOT)
     assert response.status_code == 200
     assert response.json() == EXPECTED_PRM
 
 
-def test_d2_path_suffixed_prm_served(http: HttpClient) -> None:
+def test_path_suffixed_prm_served(http: HttpClient) -> None:
     response = get(http, PRM_MCP)
     assert response.status_code == 200
     assert response.json() == EXPECTED_PRM
 
 
-def test_d2_path_suffixed_prm_accepts_trailing_slash(http: HttpClient) -> None:
+def test_path_suffixed_prm_accepts_trailing_slash(http: HttpClient) -> None:
     response = get(http, PRM_MCP + "/")
     assert response.status_code == 200
     assert response.json()["resource"] == PUBLIC_RESOURCE
 
 
-def test_d2_prm_for_another_path_is_not_found(http: HttpClient) -> None:
+def test_prm_for_another_path_is_not_found(http: HttpClient) -> None:
     response = get(http, "/.well-known/oauth-protected-resource/other")
     assert response.status_code == 404
     assert response.json() == oauth_error("not_found", "No protected resource at this path.")
 
 
-def test_d4_resource_is_lowercase_and_without_trailing_slash_whatever_the_host_header(http: HttpClient) -> None:
+def test_resource_is_lowercase_and_without_trailing_slash_whatever_the_host_header(http: HttpClient) -> None:
     data = get(http, PRM_MCP, host="MCP.Example.COM").json()
     assert data["resource"] == "https://mcp.example.com/mcp"
     assert data["authorization_servers"] == ["https://mcp.example.com"]
 
 
-def test_d4_internal_resource_keeps_its_port(http: HttpClient) -> None:
+def test_internal_resource_keeps_its_port(http: HttpClient) -> None:
     data = get(http, PRM_MCP, host=INTERNAL).json()
     assert data["resource"] == "http://127.0.0.1:8000/mcp"
 
 
-def test_d5_scopes_supported_is_the_minimum_not_every_scope(http: HttpClient) -> None:
+def test_scopes_supported_is_the_minimum_not_every_scope(http: HttpClient) -> None:
     scopes = {"mcp": "Use the tools", "files:write": "Change your files"}
     with override_settings(MCPGATE_SCOPES=scopes):
         data = get(http, PRM_MCP).json()

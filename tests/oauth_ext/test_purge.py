@@ -10,7 +10,8 @@ import pytest
 from django.utils import timezone
 from oauth2_provider.models import get_grant_model
 
-from oauth_ext.models import AuditEvent, Client, Consent, User
+from audit.models import AuditEvent, AuditKind
+from oauth_ext.models import Client, Consent, User
 from oauth_ext.services import client_create, clients_purge_unused, registration_token_issue
 from tests.conftest import CLAUDE_CALLBACK, CLIENT_ADDR, GEMINI_CALLBACK, Flow, register
 
@@ -38,7 +39,7 @@ def stale(make_client: Callable[..., Client]) -> Client:
 def test_old_unused_dynamic_client_purged_and_audited(stale: Client) -> None:
     assert purge() == 1
     assert not Client.objects.exists()
-    event = AuditEvent.objects.get(event="client_purged")
+    event = AuditEvent.objects.get(event=AuditKind.CLIENT_PURGED)
     assert event.client is None
     assert event.detail == {"client_id": stale.client_id, "name": "Claude"}
 
@@ -95,11 +96,11 @@ def test_purge_takes_the_clients_consents_with_it(stale: Client) -> None:
 
 
 def test_purge_keeps_the_audit_trail_of_the_client(stale: Client, http: Any) -> None:
-    from oauth_ext.services import audit_record
+    from audit.services import audit_record
 
-    audit_record(event="register", client=stale, detail={})
+    audit_record(event=AuditKind.REGISTER, client=stale, detail={})
     purge()
-    event = AuditEvent.objects.get(event="register")
+    event = AuditEvent.objects.get(event=AuditKind.REGISTER)
     assert event.client is None
     assert event.client_label == "Claude"
 

@@ -17,7 +17,8 @@ from django.test import override_settings
 from django.utils import timezone
 from oauth2_provider.models import get_access_token_model, get_refresh_token_model
 
-from oauth_ext.models import AuditEvent, Client, User
+from audit.models import AuditEvent, AuditKind
+from oauth_ext.models import Client, User
 from oauth_ext.services import client_create
 from tests.conftest import (
     GEMINI_CALLBACK,
@@ -70,7 +71,7 @@ def refresh(flow: Flow, client: Client, value: str, **extra: str) -> Any:
 # ---------------------------------------------------------------------------
 # Rotation
 # ---------------------------------------------------------------------------
-def test_as5_refresh_rotates_the_refresh_token(flow: Flow, public_client: Client, tokens: dict[str, Any]) -> None:
+def test_refresh_rotates_the_refresh_token(flow: Flow, public_client: Client, tokens: dict[str, Any]) -> None:
     response = refresh(flow, public_client, tokens["refresh_token"])
     assert response.status_code == 200, response.content
     assert response["Cache-Control"] == "no-store"
@@ -86,20 +87,18 @@ def test_as5_refresh_rotates_the_refresh_token(flow: Flow, public_client: Client
     assert new_row.token_family == old_row.token_family
 
 
-def test_as5_refreshed_tokens_keep_the_audience(flow: Flow, public_client: Client, tokens: dict[str, Any]) -> None:
+def test_refreshed_tokens_keep_the_audience(flow: Flow, public_client: Client, tokens: dict[str, Any]) -> None:
     new = refresh(flow, public_client, tokens["refresh_token"]).json()
     assert AccessToken.objects.get(token_checksum=sha256(new["access_token"])).resource == [PUBLIC_RESOURCE]
     assert refresh_row(new["refresh_token"]).resource == [PUBLIC_RESOURCE]
 
 
-def test_as5_refresh_retires_the_previous_access_token(
-    flow: Flow, public_client: Client, tokens: dict[str, Any]
-) -> None:
+def test_refresh_retires_the_previous_access_token(flow: Flow, public_client: Client, tokens: dict[str, Any]) -> None:
     refresh(flow, public_client, tokens["refresh_token"])
     assert not access_exists(tokens["access_token"])
 
 
-def test_as5_new_refresh_token_refreshes_again(flow: Flow, public_client: Client, tokens: dict[str, Any]) -> None:
+def test_new_refresh_token_refreshes_again(flow: Flow, public_client: Client, tokens: dict[str, Any]) -> None:
     second = refresh(flow, public_client, tokens["refresh_token"]).json()
     third = refresh(flow, public_client, second["refresh_token"])
     assert third.status_code == 200, third.content
@@ -107,7 +106,7 @@ def test_as5_new_refresh_token_refreshes_again(flow: Flow, public_client: Client
 
 def test_refresh_is_audited(flow: Flow, public_client: Client, tokens: dict[str, Any]) -> None:
     refresh(flow, public_client, tokens["refresh_token"])
-    event = AuditEvent.objects.get(event="token_refreshed")
+    event = AuditEvent.objects.get(event=AuditKind.TOKEN_REFRESHED)
     assert event.client == public_client
     assert event.email == "alice@example.com"
     assert event.detail == {"scope": "mcp", "resource": [PUBLIC_RESOURCE]}
@@ -116,7 +115,7 @@ def test_refresh_is_audited(flow: Flow, public_client: Client, tokens: dict[str,
 # ---------------------------------------------------------------------------
 # Grace window: concurrent refreshes with the same token
 # ---------------------------------------------------------------------------
-def test_as5_two_refreshes_with_same_token_within_grace_both_succeed(
+def test_two_refreshes_with_same_token_within_grace_both_succeed(
     flow: Flow, public_client: Client, tokens: dict[str, Any]
 ) -> None:
     first = refresh(flow, public_client, tokens["refresh_token"])
@@ -133,7 +132,7 @@ def test_as5_two_refreshes_with_same_token_within_grace_both_succeed(
     assert AccessToken.objects.get(token_checksum=sha256(b["access_token"])).resource == [PUBLIC_RESOURCE]
 
 
-def test_as5_both_siblings_refresh_on(flow: Flow, public_client: Client, tokens: dict[str, Any]) -> None:
+def test_both_siblings_refresh_on(flow: Flow, public_client: Client, tokens: dict[str, Any]) -> None:
     a = refresh(flow, public_client, tokens["refresh_token"]).json()
     b = refresh(flow, public_client, tokens["refresh_token"]).json()
     assert refresh(flow, public_client, a["refresh_token"]).status_code == 200
@@ -141,7 +140,7 @@ def test_as5_both_siblings_refresh_on(flow: Flow, public_client: Client, tokens:
 
 
 @override_settings(MCPGATE_REFRESH_GRACE_SECONDS=30)
-def test_as5_grace_window_honoured_until_its_end(flow: Flow, public_client: Client, tokens: dict[str, Any]) -> None:
+def test_grace_window_honoured_until_its_end(flow: Flow, public_client: Client, tokens: dict[str, Any]) -> None:
     refresh(flow, public_client, tokens["refresh_token"])
     age_rotation(tokens["refresh_token"], 25)
     assert refresh(flow, public_client, tokens["refresh_token"]).status_code == 200
@@ -150,8 +149,8 @@ def test_as5_grace_window_honoured_until_its_end(flow: Flow, public_client: Clie
 def test_grace_sibling_is_audited_as_a_refresh(flow: Flow, public_client: Client, tokens: dict[str, Any]) -> None:
     refresh(flow, public_client, tokens["refresh_token"])
     refresh(flow, public_client, tokens["refresh_token"])
-    assert AuditEvent.objects.filter(event="token_refreshed").count() == 2
-    assert not AuditEvent.objects.filter(event="refresh_reuse").exists()
+    assert AuditEvent.objects.filter(event=AuditKind.TOKEN_REFRESHED).count() == 2
+    assert not AuditEvent.objects.filter(event=AuditKind.REFRESH_REUSE).exists()
 
 
 def test_grace_does_not_let_another_client_use_the_token(
@@ -168,9 +167,7 @@ def test_grace_does_not_let_another_client_use_the_token(
 # Reuse after the grace window: the family dies
 # ---------------------------------------------------------------------------
 @override_settings(MCPGATE_REFRESH_GRACE_SECONDS=30)
-def test_as5_reuse_after_grace_revokes_the_whole_family(
-    flow: Flow, public_client: Client, tokens: dict[str, Any]
-) -> None:
+def test_reuse_after_grace_revokes_the_whole_family(flow: Flow, public_client: Client, tokens: dict[str, Any]) -> None:
     a = refresh(flow, public_client, tokens["refresh_token"]).json()
     b = refresh(flow, public_client, tokens["refresh_token"]).json()  # sibling, within grace
     c = refresh(flow, public_client, a["refresh_token"]).json()  # the family goes on
@@ -189,7 +186,7 @@ def test_as5_reuse_after_grace_revokes_the_whole_family(
 
 
 @override_settings(MCPGATE_REFRESH_GRACE_SECONDS=30)
-def test_as5_after_reuse_even_recently_rotated_tokens_are_dead(
+def test_after_reuse_even_recently_rotated_tokens_are_dead(
     flow: Flow, public_client: Client, tokens: dict[str, Any]
 ) -> None:
     """Once the family is revoked, the grace window no longer applies to any of its tokens."""
@@ -201,9 +198,7 @@ def test_as5_after_reuse_even_recently_rotated_tokens_are_dead(
 
 
 @override_settings(MCPGATE_REFRESH_GRACE_SECONDS=0)
-def test_as5_without_grace_any_reuse_revokes_the_family(
-    flow: Flow, public_client: Client, tokens: dict[str, Any]
-) -> None:
+def test_without_grace_any_reuse_revokes_the_family(flow: Flow, public_client: Client, tokens: dict[str, Any]) -> None:
     a = refresh(flow, public_client, tokens["refresh_token"]).json()
     assert refresh(flow, public_client, tokens["refresh_token"]).json() == INVALID_GRANT
     assert refresh(flow, public_client, a["refresh_token"]).json() == INVALID_GRANT
@@ -216,11 +211,11 @@ def test_reuse_is_audited_with_the_family_not_the_token(
     refresh(flow, public_client, tokens["refresh_token"])
     age_rotation(tokens["refresh_token"], 31)
     refresh(flow, public_client, tokens["refresh_token"])
-    event = AuditEvent.objects.get(event="refresh_reuse")
+    event = AuditEvent.objects.get(event=AuditKind.REFRESH_REUSE)
     assert event.client == public_client
     assert event.email == "alice@example.com"
     assert event.detail == {"token_family": str(refresh_row(tokens["refresh_token"]).token_family)}
-    assert AuditEvent.objects.get(event="token_error").detail == {
+    assert AuditEvent.objects.get(event=AuditKind.TOKEN_ERROR).detail == {
         "error": "invalid_grant",
         "grant_type": "refresh_token",
     }
@@ -306,14 +301,14 @@ def test_code_for_person_disabled_since_refused(flow: Flow, public_client: Clien
 
 
 @pytest.mark.parametrize("resource", [PUBLIC_RESOURCE, "HTTPS://MCP.EXAMPLE.COM/mcp"])
-def test_as4_refresh_naming_this_resource_accepted(
+def test_refresh_naming_this_resource_accepted(
     flow: Flow, public_client: Client, tokens: dict[str, Any], resource: str
 ) -> None:
     response = refresh(flow, public_client, tokens["refresh_token"], resource=resource)
     assert response.status_code == 200, response.content
 
 
-def test_as4_refresh_naming_another_resource_gets_invalid_target(
+def test_refresh_naming_another_resource_gets_invalid_target(
     flow: Flow, public_client: Client, tokens: dict[str, Any]
 ) -> None:
     response = refresh(flow, public_client, tokens["refresh_token"], resource=INTERNAL_RESOURCE)

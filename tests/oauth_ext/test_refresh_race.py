@@ -22,7 +22,7 @@ from tests.conftest import LOOPBACK_REDIRECT, Flow
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_as5_refresh_rotated_between_grace_check_and_validation_still_succeeds(
+def test_refresh_rotated_between_grace_check_and_validation_still_succeeds(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     client = Client.objects.create(

@@ -12,7 +12,8 @@ from django.test import Client as HttpClient
 from django.test import override_settings
 from django.utils import timezone
 
-from oauth_ext.models import AuditEvent, Client
+from audit.models import AuditEvent, AuditKind
+from oauth_ext.models import Client
 from tests.conftest import (
     CLAUDE_CALLBACK,
     CLIENT_ADDR,
@@ -67,7 +68,7 @@ def test_register_none_makes_a_public_client_without_secret(http: HttpClient) ->
 
 
 @pytest.mark.parametrize("method", ["client_secret_post", "client_secret_basic"])
-def test_as6_register_with_secret_method_issues_secret_and_echoes_method(http: HttpClient, method: str) -> None:
+def test_register_with_secret_method_issues_secret_and_echoes_method(http: HttpClient, method: str) -> None:
     response = register(http, claude_metadata(method))
     assert response.status_code == 201, response.content
     body = response.json()
@@ -89,7 +90,7 @@ def test_register_without_auth_method_defaults_to_client_secret_basic(http: Http
     assert "client_secret" in response.json()
 
 
-def test_as6_application_type_native_accepted(http: HttpClient) -> None:
+def test_application_type_native_accepted(http: HttpClient) -> None:
     """mcp-remote and VS Code register as native apps with a loopback redirect."""
     metadata = {
         "client_name": "mcp-remote",
@@ -134,7 +135,7 @@ def test_registration_through_trusted_proxy_records_the_forwarded_client_address
 
 def test_registration_is_audited_without_secrets(http: HttpClient) -> None:
     body = register(http, claude_metadata("client_secret_post")).json()
-    event = AuditEvent.objects.get(event="register")
+    event = AuditEvent.objects.get(event=AuditKind.REGISTER)
     assert event.client is not None and event.client.client_id == body["client_id"]
     assert str(event.ip) == CLIENT_ADDR
     assert event.host == "public"
@@ -175,7 +176,7 @@ def test_registration_access_token_reads_the_registration(http: HttpClient) -> N
         "cursor://anysphere.cursor-mcp/oauth/callback",
     ],
 )
-def test_as2_register_accepts_loopback_and_allowlisted_redirects(http: HttpClient, redirect_uri: str) -> None:
+def test_register_accepts_loopback_and_allowlisted_redirects(http: HttpClient, redirect_uri: str) -> None:
     response = register(http, {**PUBLIC_METADATA, "redirect_uris": [redirect_uri]})
     assert response.status_code == 201, response.content
     assert response.json()["redirect_uris"] == [redirect_uri]
@@ -189,10 +190,10 @@ def test_register_rejects_non_allowlisted_redirect(http: HttpClient) -> None:
         "invalid_redirect_uri", "'https://evil.example/cb' is not on this server's redirect URI allowlist."
     )
     assert not Client.objects.exists()
-    assert AuditEvent.objects.get(event="register_refused").detail == {"error": "invalid_redirect_uri"}
+    assert AuditEvent.objects.get(event=AuditKind.REGISTER_REFUSED).detail == {"error": "invalid_redirect_uri"}
 
 
-def test_as2_register_rejects_http_redirect_off_loopback(http: HttpClient) -> None:
+def test_register_rejects_http_redirect_off_loopback(http: HttpClient) -> None:
     response = register(http, {**PUBLIC_METADATA, "redirect_uris": ["http://claude.ai/api/mcp/auth_callback"]})
     assert response.status_code == 400
     assert response.json() == oauth_error(
@@ -283,7 +284,7 @@ def test_register_rejects_unsupported_auth_method(http: HttpClient) -> None:
 
 
 @pytest.mark.parametrize("grant_type", ["implicit", "password", "client_credentials"])
-def test_as1_register_rejects_grant_types_this_server_never_serves(http: HttpClient, grant_type: str) -> None:
+def test_register_rejects_grant_types_this_server_never_serves(http: HttpClient, grant_type: str) -> None:
     response = register(http, {**PUBLIC_METADATA, "grant_types": [grant_type]})
     assert response.status_code == 400
     assert response.json() == oauth_error(
@@ -292,7 +293,7 @@ def test_as1_register_rejects_grant_types_this_server_never_serves(http: HttpCli
     assert not Client.objects.exists()
 
 
-def test_as1_register_rejects_token_response_type(http: HttpClient) -> None:
+def test_register_rejects_token_response_type(http: HttpClient) -> None:
     response = register(http, {**PUBLIC_METADATA, "response_types": ["code", "token"]})
     assert response.status_code == 400
     assert response.json() == oauth_error(
@@ -324,4 +325,7 @@ def test_registering_purges_stale_unused_registrations(http: HttpClient) -> None
     Client.objects.filter(client_id=stale["client_id"]).update(created=timezone.now() - timedelta(hours=25))
     fresh = register(http, claude_metadata("client_secret_post")).json()
     assert list(Client.objects.values_list("client_id", flat=True)) == [fresh["client_id"]]
-    assert AuditEvent.objects.get(event="client_purged").detail == {"client_id": stale["client_id"], "name": "Claude"}
+    assert AuditEvent.objects.get(event=AuditKind.CLIENT_PURGED).detail == {
+        "client_id": stale["client_id"],
+        "name": "Claude",
+    }

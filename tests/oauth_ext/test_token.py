@@ -12,7 +12,8 @@ from django.contrib.auth.hashers import check_password
 from django.utils import timezone
 from oauth2_provider.models import get_access_token_model, get_grant_model, get_refresh_token_model
 
-from oauth_ext.models import AuditEvent, Client
+from audit.models import AuditEvent, AuditKind
+from oauth_ext.models import Client
 from oauth_ext.services import client_create
 from tests.conftest import (
     GEMINI_CALLBACK,
@@ -77,7 +78,7 @@ def test_code_exchange_issues_bearer_and_refresh_token(flow: Flow, public_client
     assert Client.objects.get(pk=public_client.pk).last_used_at is not None
 
 
-def test_as5_access_token_lifetime_is_configurable(flow: Flow, public_client: Client, issued: Any) -> None:
+def test_access_token_lifetime_is_configurable(flow: Flow, public_client: Client, issued: Any) -> None:
     query, pkce = issued
     with dot_settings(ACCESS_TOKEN_EXPIRE_SECONDS=600):
         body = flow.exchange(public_client.client_id, query["code"], pkce).json()
@@ -86,7 +87,7 @@ def test_as5_access_token_lifetime_is_configurable(flow: Flow, public_client: Cl
     assert timedelta(seconds=590) < token.expires - timezone.now() <= timedelta(seconds=600)
 
 
-def test_as5_access_token_lifetime_override_does_not_leak(flow: Flow, public_client: Client, issued: Any) -> None:
+def test_access_token_lifetime_override_does_not_leak(flow: Flow, public_client: Client, issued: Any) -> None:
     """The helper's own check: the oauthlib server built under the override is not kept."""
     query, pkce = issued
     with dot_settings(ACCESS_TOKEN_EXPIRE_SECONDS=600):
@@ -126,12 +127,12 @@ def test_code_issued_to_a_now_disabled_client_refused(flow: Flow, public_client:
 
 
 # AS1: PKCE
-def test_as1_wrong_code_verifier_refused(flow: Flow, public_client: Client, issued: Any) -> None:
+def test_wrong_code_verifier_refused(flow: Flow, public_client: Client, issued: Any) -> None:
     query, _pkce = issued
     assert_error(flow.exchange(public_client.client_id, query["code"], PKCE.make()), 400, INVALID_GRANT)
 
 
-def test_as1_missing_code_verifier_refused(flow: Flow, public_client: Client, issued: Any) -> None:
+def test_missing_code_verifier_refused(flow: Flow, public_client: Client, issued: Any) -> None:
     query, _pkce = issued
     data = {
         "grant_type": "authorization_code",
@@ -146,7 +147,7 @@ def test_as1_missing_code_verifier_refused(flow: Flow, public_client: Client, is
     "grant_type",
     ["password", "client_credentials", "implicit", "urn:ietf:params:oauth:grant-type:device_code", ""],
 )
-def test_as1_other_grant_types_refused(flow: Flow, public_client: Client, grant_type: str) -> None:
+def test_other_grant_types_refused(flow: Flow, public_client: Client, grant_type: str) -> None:
     data = {"grant_type": grant_type, "client_id": public_client.client_id, "username": "a", "password": "b"}
     assert_error(flow.token(data), 400, UNSUPPORTED_GRANT)
 
@@ -157,7 +158,7 @@ def test_token_endpoint_accepts_post_only(flow: Flow) -> None:
 
 
 # AS2: the code is bound to the exact redirect URI
-def test_as2_code_bound_to_exact_redirect_uri(flow: Flow, public_client: Client, issued: Any) -> None:
+def test_code_bound_to_exact_redirect_uri(flow: Flow, public_client: Client, issued: Any) -> None:
     query, pkce = issued
     response = flow.exchange(
         public_client.client_id, query["code"], pkce, redirect_uri="http://127.0.0.1:33419/callback"
@@ -165,13 +166,13 @@ def test_as2_code_bound_to_exact_redirect_uri(flow: Flow, public_client: Client,
     assert_error(response, 400, oauth_error("invalid_request", "Mismatching redirect URI."))
 
 
-def test_as2_loopback_code_bound_to_the_port_used_not_the_registered_one(flow: Flow, public_client: Client) -> None:
+def test_loopback_code_bound_to_the_port_used_not_the_registered_one(flow: Flow, public_client: Client) -> None:
     query, pkce, _ = flow.authorize_code(public_client.client_id, redirect_uri="http://127.0.0.1:50000/callback")
     response = flow.exchange(public_client.client_id, query["code"], pkce, redirect_uri=LOOPBACK_REDIRECT)
     assert_error(response, 400, oauth_error("invalid_request", "Mismatching redirect URI."))
 
 
-def test_as2_redirect_uri_required_at_token(flow: Flow, public_client: Client, issued: Any) -> None:
+def test_redirect_uri_required_at_token(flow: Flow, public_client: Client, issued: Any) -> None:
     """RFC 6749 §4.1.3: it was in the authorization request, so it must be repeated."""
     query, pkce = issued
     data = {
@@ -187,15 +188,13 @@ def test_as2_redirect_uri_required_at_token(flow: Flow, public_client: Client, i
 @pytest.mark.parametrize(
     "resource", [PUBLIC_RESOURCE, "HTTPS://MCP.EXAMPLE.COM/mcp", "https://mcp.example.com:443/mcp/"]
 )
-def test_as4_resource_at_token_accepted_canonically(
-    flow: Flow, public_client: Client, issued: Any, resource: str
-) -> None:
+def test_resource_at_token_accepted_canonically(flow: Flow, public_client: Client, issued: Any, resource: str) -> None:
     query, pkce = issued
     body = flow.exchange(public_client.client_id, query["code"], pkce, resource=resource).json()
     assert AccessToken.objects.get(token_checksum=sha256(body["access_token"])).resource == [PUBLIC_RESOURCE]
 
 
-def test_as4_unknown_resource_at_token_gets_invalid_target(flow: Flow, public_client: Client, issued: Any) -> None:
+def test_unknown_resource_at_token_gets_invalid_target(flow: Flow, public_client: Client, issued: Any) -> None:
     query, pkce = issued
     response = flow.exchange(public_client.client_id, query["code"], pkce, resource="https://other.example/mcp")
     assert_error(
@@ -205,20 +204,20 @@ def test_as4_unknown_resource_at_token_gets_invalid_target(flow: Flow, public_cl
             "invalid_target", "Unknown resource; this server issues tokens for https://mcp.example.com/mcp only."
         ),
     )
-    assert AuditEvent.objects.get(event="token_error").detail == {
+    assert AuditEvent.objects.get(event=AuditKind.TOKEN_ERROR).detail == {
         "error": "invalid_target",
         "grant_type": "authorization_code",
     }
 
 
-def test_as4_other_hosts_resource_at_token_gets_invalid_target(flow: Flow, public_client: Client, issued: Any) -> None:
+def test_other_hosts_resource_at_token_gets_invalid_target(flow: Flow, public_client: Client, issued: Any) -> None:
     query, pkce = issued
     response = flow.exchange(public_client.client_id, query["code"], pkce, resource=INTERNAL_RESOURCE)
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_target"
 
 
-def test_as4_no_resource_anywhere_still_gives_an_audience_bound_token(
+def test_no_resource_anywhere_still_gives_an_audience_bound_token(
     flow: Flow, public_client: Client, issued: Any
 ) -> None:
     query, pkce = issued
@@ -271,7 +270,7 @@ def test_confidential_client_wrong_secret_basic_gets_401_invalid_client(flow: Fl
     response = flow.token(code_data(query, pkce), HTTP_AUTHORIZATION=basic_auth(client.client_id, "wrong"))
     assert_error(response, 401, INVALID_CLIENT)
     assert response["WWW-Authenticate"] == 'Basic realm="oauth", charset="UTF-8"'
-    event = AuditEvent.objects.get(event="token_error")
+    event = AuditEvent.objects.get(event=AuditKind.TOKEN_ERROR)
     assert event.client == client
     assert event.detail == {"error": "invalid_client", "grant_type": "authorization_code"}
 
@@ -290,7 +289,7 @@ def test_confidential_client_without_secret_gets_401_invalid_client(flow: Flow, 
     assert_error(flow.token({**code_data(query, pkce), "client_id": client.client_id}), 401, INVALID_CLIENT)
 
 
-def test_as9_unknown_client_gets_401_invalid_client(flow: Flow, public_client: Client, issued: Any) -> None:
+def test_unknown_client_gets_401_invalid_client(flow: Flow, public_client: Client, issued: Any) -> None:
     """Claude re-registers on invalid_client, which is what makes purging stale clients safe."""
     query, pkce = issued
     assert_error(flow.exchange("no-such-client", query["code"], pkce), 401, INVALID_CLIENT)
@@ -345,7 +344,7 @@ def test_revoke_access_token(flow: Flow, public_client: Client, issued: Any) -> 
     response = revoke(flow, body["access_token"], public_client.client_id, "access_token")
     assert response.status_code == 200
     assert not AccessToken.objects.filter(token_checksum=sha256(body["access_token"])).exists()
-    event = AuditEvent.objects.get(event="token_revoked")
+    event = AuditEvent.objects.get(event=AuditKind.TOKEN_REVOKED)
     assert event.client == public_client
     assert event.detail == {"token_type_hint": "access_token"}
 

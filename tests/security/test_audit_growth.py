@@ -14,8 +14,8 @@ import pytest
 from django.test import Client as HttpClient
 from django.test import override_settings
 
-from oauth_ext.models import AuditEvent
-from oauth_ext.services import audit_record
+from audit.models import AuditEvent, AuditKind
+from audit.services import audit_record
 from tests.conftest import CLIENT_ADDR, PUBLIC, Flow, RateLimitClock, authorize_params
 from tests.e2e.oauthclient import PKCE
 
@@ -46,7 +46,7 @@ def failed_token_request(http: HttpClient, ip: str = CLIENT_ADDR) -> None:
 
 
 def token_errors() -> list[AuditEvent]:
-    return list(AuditEvent.objects.filter(event="token_error").order_by("pk"))
+    return list(AuditEvent.objects.filter(event=AuditKind.TOKEN_ERROR).order_by("pk"))
 
 
 def test_300_failed_token_requests_write_10_rows_and_the_next_row_counts_the_rest(
@@ -78,15 +78,15 @@ def test_each_address_has_its_own_allowance(http: HttpClient) -> None:
         failed_token_request(http, ip="192.0.2.1")
     failed_token_request(http, ip="192.0.2.2")
 
-    assert AuditEvent.objects.filter(event="token_error", ip="192.0.2.1").count() == ANONYMOUS_RATE
-    assert AuditEvent.objects.filter(event="token_error", ip="192.0.2.2").count() == 1
+    assert AuditEvent.objects.filter(event=AuditKind.TOKEN_ERROR, ip="192.0.2.1").count() == ANONYMOUS_RATE
+    assert AuditEvent.objects.filter(event=AuditKind.TOKEN_ERROR, ip="192.0.2.2").count() == 1
 
 
 def test_each_event_kind_has_its_own_allowance(http: HttpClient) -> None:
     for _ in range(ANONYMOUS_RATE + 5):
         failed_token_request(http)
 
-    row = audit_record(event=AuditEvent.Kind.REGISTER_REFUSED, ip=CLIENT_ADDR, detail={"error": "x"})
+    row = audit_record(event=AuditKind.REGISTER_REFUSED, ip=CLIENT_ADDR, detail={"error": "x"})
 
     assert row is not None and row.pk is not None
 
@@ -96,15 +96,15 @@ def test_what_a_signed_in_person_does_is_always_written(http: HttpClient, public
     for _ in range(ANONYMOUS_RATE + 5):
         assert flow.authorize(authorize_params(public_client.client_id, PKCE.make())).status_code == 200
 
-    assert AuditEvent.objects.filter(event="consent_shown").count() == ANONYMOUS_RATE + 5
+    assert AuditEvent.objects.filter(event=AuditKind.CONSENT_SHOWN).count() == ANONYMOUS_RATE + 5
 
 
 def test_what_operators_and_the_system_do_is_always_written() -> None:
     """No person and no address (management commands, the clean-up): never throttled."""
     for n in range(ANONYMOUS_RATE + 5):
-        audit_record(event=AuditEvent.Kind.CLIENT_PURGED, detail={"client_id": str(n)})
+        audit_record(event=AuditKind.CLIENT_PURGED, detail={"client_id": str(n)})
 
-    assert AuditEvent.objects.filter(event="client_purged").count() == ANONYMOUS_RATE + 5
+    assert AuditEvent.objects.filter(event=AuditKind.CLIENT_PURGED).count() == ANONYMOUS_RATE + 5
 
 
 def test_a_broken_cache_writes_every_row(http: HttpClient, monkeypatch, caplog) -> None:

@@ -24,7 +24,8 @@ from django.core.management import call_command
 from oauth2_provider.models import get_access_token_model
 from oauth2_provider.settings import oauth2_settings
 
-from oauth_ext.models import AuditEvent, Client, User
+from audit.models import AuditEvent, AuditKind
+from oauth_ext.models import Client, User
 from oauth_ext.services import client_create, client_rotate_secret
 from oauth_ext.validators import MCPGateValidator
 from tests.conftest import (
@@ -381,4 +382,4 @@ def test_the_migration_blanks_the_secrets_of_existing_public_clients_only(gemini
 
     assert_no_secret(public)
     assert stored_secret(confidential) == before
-    assert not AuditEvent.objects.filter(event="client_secret_rotated").exists()
+    assert not AuditEvent.objects.filter(event=AuditKind.CLIENT_SECRET_ROTATED).exists()

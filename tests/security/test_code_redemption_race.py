@@ -19,7 +19,8 @@ import pytest
 from django.test import Client as HttpClient
 from oauth2_provider.models import get_access_token_model, get_grant_model, get_refresh_token_model
 
-from oauth_ext.models import AuditEvent, Client
+from audit.models import AuditEvent, AuditKind
+from oauth_ext.models import Client
 from oauth_ext.validators import MCPGateValidator
 from tests.conftest import PKCE, Flow
 from tests.security.tokenuse import INVALID_GRANT, all_at_once, refresh_works, works_at_mcp
@@ -58,7 +59,7 @@ def assert_redeemed_at_most_once_then_revoked(client: Client, responses: list[An
     for tokens in granted:
         assert not works_at_mcp(tokens["access_token"])
         assert not refresh_works(client.client_id, tokens["refresh_token"])
-    assert AuditEvent.objects.filter(event=AuditEvent.Kind.CODE_REUSE, client=client).exists()
+    assert AuditEvent.objects.filter(event=AuditKind.CODE_REUSE, client=client).exists()
     return granted
 
 

@@ -15,7 +15,8 @@ import pytest
 from django.test import Client as HttpClient
 from oauth2_provider.models import get_access_token_model, get_refresh_token_model
 
-from oauth_ext.models import AuditEvent, Client
+from audit.models import AuditEvent, AuditKind
+from oauth_ext.models import Client
 from tests.conftest import LOOPBACK_REDIRECT, PKCE, Flow
 from tests.security.tokenuse import INVALID_GRANT, refresh_works, works_at_mcp
 
@@ -60,7 +61,7 @@ def test_a_replayed_code_is_refused_and_the_tokens_of_its_first_redemption_stop_
     assert live_tokens(claude_code) == (0, 0)
     assert not works_at_mcp(tokens["access_token"])
     assert not refresh_works(claude_code.client_id, tokens["refresh_token"])
-    event = AuditEvent.objects.get(event=AuditEvent.Kind.CODE_REUSE)
+    event = AuditEvent.objects.get(event=AuditKind.CODE_REUSE)
     assert event.client == claude_code
     assert event.email == "alice@example.com"
     assert event.host == "public"
@@ -119,7 +120,7 @@ def test_a_made_up_code_revokes_nothing_and_records_no_reuse(flow: Flow, claude_
 
     assert live_tokens(claude_code) == (1, 1)
     assert works_at_mcp(tokens["access_token"])
-    assert not AuditEvent.objects.filter(event=AuditEvent.Kind.CODE_REUSE).exists()
+    assert not AuditEvent.objects.filter(event=AuditKind.CODE_REUSE).exists()
 
 
 def test_a_refused_attempt_is_not_a_use_of_the_code(flow: Flow, claude_code: Client) -> None:
@@ -131,4 +132,4 @@ def test_a_refused_attempt_is_not_a_use_of_the_code(flow: Flow, claude_code: Cli
 
     assert response.status_code == 200, response.content
     assert works_at_mcp(response.json()["access_token"])
-    assert not AuditEvent.objects.filter(event=AuditEvent.Kind.CODE_REUSE).exists()
+    assert not AuditEvent.objects.filter(event=AuditKind.CODE_REUSE).exists()

@@ -20,8 +20,9 @@ from django.core.cache import cache
 from django.test import Client as HttpClient
 from django.urls import reverse
 
-from oauth_ext.admin_site import CONSOLE_CSP
-from oauth_ext.models import AuditEvent, Client
+from audit.models import AuditEvent, AuditKind
+from console.admin_site import CONSOLE_CSP
+from oauth_ext.models import Client
 from oauth_ext.views import CONSENT_CSP
 from tests.conftest import ALICE, GEMINI_CALLBACK, INTERNAL, proxy_headers
 
@@ -89,7 +90,7 @@ def a_client_and_its_events(olivia: HttpClient) -> Client:
         registration_source=Client.RegistrationSource.DCR,
         client_secret="",
     )
-    AuditEvent.objects.create(event=AuditEvent.Kind.REGISTER, client=client, detail={"x": "<b onclick=1>"})
+    AuditEvent.objects.create(event=AuditKind.REGISTER, client=client, detail={"x": "<b onclick=1>"})
     return client
 
 
@@ -101,8 +102,8 @@ def console_pages(client: Client) -> list[str]:
         reverse("admin:oauth_ext_client_change", args=[client.pk]),
         reverse("admin:oauth_ext_client_add"),
         reverse("admin:oauth_ext_client_purge"),
-        reverse("admin:oauth_ext_auditevent_changelist"),
-        reverse("admin:oauth_ext_auditevent_change", args=[event.pk]),
+        reverse("admin:audit_auditevent_changelist"),
+        reverse("admin:audit_auditevent_change", args=[event.pk]),
         reverse("admin:oauth_ext_redirectallowlistentry_changelist"),
         reverse("admin:oauth_ext_redirectallowlistentry_add"),
         reverse("admin:oauth_ext_user_changelist"),
@@ -147,7 +148,7 @@ def test_the_one_time_secret_page_sends_the_policy_and_has_nothing_inline(olivia
     assert b"Copy the secret now" in page.content
     assert page["Content-Security-Policy"] == POLICY
     assert inline(page.content) == []
-    assert b'src="/static/oauth_ext/console.js"' in page.content
+    assert b'src="/static/console/console.js"' in page.content
 
 
 def test_the_sign_in_page_and_the_refusal_page_send_the_policy() -> None:

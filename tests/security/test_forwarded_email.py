@@ -19,10 +19,11 @@ import pytest
 from django.core.cache import cache
 from django.test import Client as HttpClient
 
-from oauth_ext.identity import SignInRefused, email_address, email_domain_allowed
-from oauth_ext.models import AuditEvent, Client, User
+from audit.models import AuditEvent, AuditKind
+from identity.proxy import SignInRefused, email_address, email_domain_allowed
+from oauth_ext.models import Client, User
 from tests.conftest import ALICE, PKCE, PROXY_ADDR, PUBLIC, authorize_params, proxy_headers
-from tests.oauth_ext.test_id_token import (  # noqa: F401 - fixtures
+from tests.identity.test_id_token import (  # noqa: F401 - fixtures
     AUDIENCE,
     ISSUER,
     KEY,
@@ -91,7 +92,7 @@ def assert_refused(response: Any, http: HttpClient) -> None:
     assert not User.objects.exists()
     assert "_auth_user_id" not in http.session
     event = AuditEvent.objects.get()
-    assert event.event == AuditEvent.Kind.SIGN_IN_REFUSED
+    assert event.event == AuditKind.SIGN_IN_REFUSED
     assert event.user is None
     assert event.detail["reason"] == "not_one_address"
 

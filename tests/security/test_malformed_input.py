@@ -32,7 +32,6 @@ from tests.conftest import (
     proxy_headers,
     register,
 )
-from tests.oauth_ext.conftest import empty_cache  # noqa: F401  (autouse)
 
 pytestmark = pytest.mark.django_db
 

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from oauth2_provider.models import get_access_token_model, get_grant_model
 
-from oauth_ext.models import AuditEvent, Client
+from audit.models import AuditEvent, AuditKind
+from oauth_ext.models import Client
 from tests.conftest import (
     LOOPBACK_REDIRECT,
     PKCE,
@@ -26,7 +27,6 @@ from tests.conftest import (
     oauth_error,
     proxy_headers,
 )
-from tests.oauth_ext.conftest import empty_cache  # noqa: F401  (autouse)
 
 pytestmark = pytest.mark.django_db
 
@@ -65,7 +65,7 @@ def test_a_malformed_code_challenge_is_refused_before_the_consent_page(
 ) -> None:
     params = {**authorize_params(public_client.client_id, PKCE.make(), state="s1"), "code_challenge": challenge}
     assert flow.code_from(flow.authorize(params)) == {**MALFORMED_CHALLENGE, "state": "s1", "iss": PUBLIC_BASE}
-    assert not AuditEvent.objects.filter(event="consent_shown").exists()
+    assert not AuditEvent.objects.filter(event=AuditKind.CONSENT_SHOWN).exists()
     assert not get_grant_model().objects.exists()
 
 

@@ -22,8 +22,9 @@ from django.test import Client as HttpClient
 from django.test import override_settings
 from oauth2_provider.models import get_access_token_model, get_grant_model
 
+from audit.models import AuditEvent, AuditKind
 from mcpgate import ratelimit
-from oauth_ext.models import AuditEvent, Client, User
+from oauth_ext.models import Client, User
 from tests.conftest import (
     CLAUDE_CALLBACK,
     CLIENT_ADDR,
@@ -79,7 +80,7 @@ def assert_page_429(response: Any, message: str) -> int:
 
 
 def rate_limited_rows() -> list[dict[str, Any]]:
-    return list(AuditEvent.objects.filter(event="rate_limited").values("detail", "ip", "user__email"))
+    return list(AuditEvent.objects.filter(event=AuditKind.RATE_LIMITED).values("detail", "ip", "user__email"))
 
 
 def metadata(n: int) -> dict[str, Any]:
@@ -103,7 +104,7 @@ def test_registration_over_the_limit_is_429_and_registers_nothing(http: HttpClie
     assert rate_limited_rows() == [
         {"detail": {"route": "register", "key": "address", "rate": "2/m"}, "ip": CLIENT_ADDR, "user__email": None}
     ]
-    assert not AuditEvent.objects.filter(event="register_refused").exists()
+    assert not AuditEvent.objects.filter(event=AuditKind.REGISTER_REFUSED).exists()
     logged = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "mcpgate.ratelimit"]
     assert logged == [(logging.WARNING, "rate limited: route=register key=address rate=2/m")]
 
@@ -189,7 +190,7 @@ def test_a_forged_forwarded_for_does_not_buy_a_new_budget(http: HttpClient) -> N
 
 
 @override_settings(MCPGATE_REGISTRATION_RATE_PER_MINUTE=1)
-def test_ipv6_addresses_of_one_64_share_a_budget(http: HttpClient) -> None:
+def test_addresses_of_one_64_share_a_budget(http: HttpClient) -> None:
     assert register(http, metadata(0), ip="2001:db8:1:2::1").status_code == 201
     assert register(http, metadata(1), ip="2001:db8:1:2:ffff::9").status_code == 429
     assert register(http, metadata(2), ip="2001:db8:1:3::1").status_code == 201
@@ -221,7 +222,7 @@ def test_token_requests_over_the_address_limit_are_429_and_reach_no_view(http: H
     response = token_request(http, public_client.client_id)
 
     assert_oauth_429(response, "Too many token requests from this address; try again in {wait}.")
-    assert AuditEvent.objects.filter(event="token_error").count() == 2
+    assert AuditEvent.objects.filter(event=AuditKind.TOKEN_ERROR).count() == 2
     assert rate_limited_rows() == [
         {"detail": {"route": "token", "key": "address", "rate": "2/h"}, "ip": CLIENT_ADDR, "user__email": None}
     ]
@@ -315,7 +316,7 @@ def test_authorization_over_a_persons_limit_is_a_429_page_and_shows_no_consent(h
     response = flow.authorize(authorize_params(public_client.client_id, PKCE.make()))
 
     assert_page_429(response, "Too many authorization requests from you; try again in {wait}.")
-    assert AuditEvent.objects.filter(event="consent_shown").count() == 2
+    assert AuditEvent.objects.filter(event=AuditKind.CONSENT_SHOWN).count() == 2
     assert rate_limited_rows() == [
         {
             "detail": {"route": "authorize", "key": "person", "rate": "2/h"},

@@ -30,9 +30,10 @@ from django.test import override_settings
 from django.utils import timezone
 from oauth2_provider.models import get_access_token_model, set_token_value
 
+from audit.models import AuditEvent, AuditKind
 from mcpgate import ratelimit
 from mcpgate.ratelimit import Limit
-from oauth_ext.models import AuditEvent, Client, User
+from oauth_ext.models import Client, User
 from tests.conftest import CLAUDE_CALLBACK, RateLimitClock
 from tests.e2e import conftest as e2e
 from tests.e2e.server import GunicornServer
@@ -87,7 +88,7 @@ def assert_exactly_the_limit_admitted(responses: list[httpx2.Response], admitted
 
 
 def rate_limited_rows() -> list[AuditEvent]:
-    return list(AuditEvent.objects.filter(event="rate_limited"))
+    return list(AuditEvent.objects.filter(event=AuditKind.RATE_LIMITED))
 
 
 def test_120_concurrent_registrations_from_one_address_make_exactly_30_clients(
@@ -201,7 +202,7 @@ def test_120_concurrent_mcp_calls_with_one_token_run_exactly_30_tools(gunicorn_s
     assert_exactly_the_limit_admitted(responses, 200)
     refused = next(r for r in responses if r.status_code == 429)
     assert refused.json()["jsonrpc"] == "2.0" and refused.json()["error"]["code"] == -32029
-    assert AuditEvent.objects.filter(event="tool_call").count() == LIMIT
+    assert AuditEvent.objects.filter(event=AuditKind.TOOL_CALL).count() == LIMIT
     verdict = ratelimit.peek(ratelimit.MCP, token_id)
     assert verdict is not None and verdict.count == BURST
     assert len(rate_limited_rows()) == 1

@@ -25,7 +25,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from oauth2_provider.models import get_grant_model
 
-from oauth_ext.models import AuditEvent, Client, RedirectAllowlistEntry
+from audit.models import AuditEvent, AuditKind
+from oauth_ext.models import Client, RedirectAllowlistEntry
 from oauth_ext.redirects import KNOWN_CLIENT_CALLBACKS, redirect_uri_problem
 from tests.conftest import (
     INTERNAL,
@@ -167,7 +168,7 @@ def test_an_escaping_redirect_uri_is_refused_at_registration(http: HttpClient, r
     assert body["error"] == "invalid_redirect_uri"
     assert body["error_description"].startswith(repr(redirect_uri)), body
     assert not Client.objects.exists()
-    assert AuditEvent.objects.get(event="register_refused").detail == {"error": "invalid_redirect_uri"}
+    assert AuditEvent.objects.get(event=AuditKind.REGISTER_REFUSED).detail == {"error": "invalid_redirect_uri"}
 
 
 def test_the_dot_segment_escape_names_what_is_wrong(http: HttpClient) -> None:

@@ -17,7 +17,8 @@ import pytest
 from django.test import Client as HttpClient
 from oauth2_provider.models import get_access_token_model, get_refresh_token_model
 
-from oauth_ext.models import AuditEvent, Client
+from audit.models import AuditEvent, AuditKind
+from oauth_ext.models import Client
 from oauth_ext.validators import MCPGateValidator
 from tests.conftest import Flow
 from tests.security.tokenuse import INVALID_GRANT, all_at_once, refresh_works, works_at_mcp
@@ -49,7 +50,7 @@ def live_tokens(client: Client) -> tuple[int, int]:
 
 
 def reuse_events() -> int:
-    return AuditEvent.objects.filter(event=AuditEvent.Kind.REFRESH_REUSE).count()
+    return AuditEvent.objects.filter(event=AuditKind.REFRESH_REUSE).count()
 
 
 def assert_all_dead(client: Client, issued: list[dict[str, Any]]) -> None:

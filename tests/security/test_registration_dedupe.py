@@ -16,7 +16,6 @@ from django.test import Client as HttpClient
 
 from oauth_ext.models import Client
 from tests.conftest import CLAUDE_CALLBACK, LOOPBACK_REDIRECT, PUBLIC, register
-from tests.oauth_ext.conftest import empty_cache  # noqa: F401  (autouse)
 
 pytestmark = pytest.mark.django_db
 

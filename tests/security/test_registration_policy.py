@@ -16,7 +16,8 @@ import pytest
 from django.test import Client as HttpClient
 from oauth2_provider.models import get_access_token_model, get_grant_model, get_refresh_token_model
 
-from oauth_ext.models import AuditEvent, Client, Consent
+from audit.models import AuditEvent, AuditKind
+from oauth_ext.models import Client, Consent
 from tests.conftest import (
     CLAUDE_CALLBACK,
     LOOPBACK_REDIRECT,
@@ -27,7 +28,6 @@ from tests.conftest import (
     oauth_error,
     register,
 )
-from tests.oauth_ext.conftest import empty_cache  # noqa: F401  (autouse)
 
 pytestmark = pytest.mark.django_db
 
@@ -147,7 +147,7 @@ def test_an_update_cannot_add_a_grant_type_this_server_never_serves(
     response = manage(http, registration, "PUT", {**PUBLIC_METADATA, "grant_types": [grant_type]})
     refused_unchanged(http, registration, response, before, UNSUPPORTED_GRANT)
     assert before["authorization_grant_type"] == Client.GRANT_AUTHORIZATION_CODE
-    assert AuditEvent.objects.filter(event="register_refused").get().detail == {
+    assert AuditEvent.objects.filter(event=AuditKind.REGISTER_REFUSED).get().detail == {
         "error": "invalid_client_metadata",
         "operation": "update",
     }
@@ -287,7 +287,7 @@ def test_an_update_applies_and_answers_in_the_registration_shape(http: HttpClien
     assert (client.client_type, client.token_endpoint_auth_method) == (Client.CLIENT_PUBLIC, "none")
     assert manage(http, registration, "GET").status_code == 401
     assert manage(http, body, "GET").status_code == 200
-    event = AuditEvent.objects.get(event="registration_updated")
+    event = AuditEvent.objects.get(event=AuditKind.REGISTRATION_UPDATED)
     assert event.client == client
     assert event.detail == {"redirect_uris_changed": False, "consents_dropped": 0, "codes_dropped": 0}
     assert body["registration_access_token"] not in json.dumps(event.detail)
@@ -340,7 +340,7 @@ def test_changing_redirect_uris_forgets_consents_so_the_next_authorization_asks_
     assert page.status_code == 200  # the consent page, not a code for the new URI
     assert "claude.ai" in page.content.decode()
     assert flow.exchange(client_id, outstanding["code"], pkce).json()["error"] == "invalid_grant"
-    assert AuditEvent.objects.get(event="registration_updated").detail == {
+    assert AuditEvent.objects.get(event=AuditKind.REGISTRATION_UPDATED).detail == {
         "redirect_uris_changed": True,
         "consents_dropped": 1,
         "codes_dropped": 2,
@@ -389,6 +389,6 @@ def test_deleting_a_registration_removes_the_client_and_everything_issued_to_it(
     assert not Consent.objects.exists()
     assert manage(http, registration, "GET").status_code == 401
     assert flow.refresh(client_id, tokens["refresh_token"]).status_code in (400, 401)
-    event = AuditEvent.objects.get(event="registration_deleted")
+    event = AuditEvent.objects.get(event=AuditKind.REGISTRATION_DELETED)
     assert event.detail == {"client_id": client_id, "name": "Claude Code"}
     assert event.user is None  # the registrant acted, not the person signed in on this browser

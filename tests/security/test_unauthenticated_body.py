@@ -21,8 +21,8 @@ from typing import Any
 import anyio
 import pytest
 
+from audit.models import AuditEvent
 from mcp_bridge.endpoint import MAX_BODY
-from oauth_ext.models import AuditEvent
 from tests.e2e import conftest as e2e
 from tests.e2e.server import GunicornServer
 from tests.mcp_bridge import conftest as mcp

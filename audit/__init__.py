@@ -1,0 +1,1 @@
+"""The audit trail: the one writer and its event kinds."""

@@ -1,0 +1,1 @@
+"""The operators' console: the admin site, its model admins, selectors and templates."""

@@ -1,0 +1,57 @@
+"""People in the console: who signed in, their groups and grants, and revoking everything of theirs."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from oauth2_provider.models import (
+    get_access_token_model,
+    get_grant_model,
+    get_id_token_model,
+    get_refresh_token_model,
+)
+
+from oauth_ext import services
+from oauth_ext.models import User
+
+AccessToken = get_access_token_model()
+RefreshToken = get_refresh_token_model()
+Grant = get_grant_model()
+IDToken = get_id_token_model()
+
+
+@admin.register(User)
+class UserAdmin(DjangoUserAdmin):
+    list_display = ("username", "is_active", "is_staff", "last_sign_in_host", "last_login", "consent_count")
+    list_filter = ("is_active", "is_staff", "last_sign_in_host")
+    fieldsets = (
+        (None, {"fields": ("username", "email", "is_active")}),
+        ("From oauth2-proxy", {"fields": ("proxy_subject", "proxy_groups", "last_sign_in_host")}),
+        ("Rights (set from MCPGATE_OPERATOR_EMAILS / _GROUPS at sign-in)", {"fields": ("is_staff", "is_superuser")}),
+        ("Dates", {"fields": ("last_login", "date_joined")}),
+    )
+    readonly_fields = ("proxy_subject", "proxy_groups", "last_sign_in_host", "last_login", "date_joined")
+    actions = ("revoke_all_tokens",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # People are created by their first sign-in through oauth2-proxy; a local account for
+        # `make run` comes from `manage.py createsuperuser`.
+        return False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[User]:
+        return super().get_queryset(request).annotate(n_consents=Count("consents"))
+
+    @admin.display(description="grants", ordering="n_consents")
+    def consent_count(self, obj: User) -> SafeString:
+        url = reverse("admin:oauth_ext_consent_changelist") + f"?user__id__exact={obj.pk}"
+        return format_html('<a href="{}">{}</a>', url, getattr(obj, "n_consents", 0))
+
+    @admin.action(description="Offboard: revoke all tokens and grants of the selected people")
+    def revoke_all_tokens(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        n = sum(services.user_revoke_all_tokens(user=u, operator=request.user) for u in queryset)
+        self.message_user(request, f"Revoked {n} token(s) and code(s).", messages.SUCCESS)

@@ -1,0 +1,8 @@
+"""Django app config for identity."""
+
+from django.apps import AppConfig
+
+
+class IdentityConfig(AppConfig):
+    name = "identity"
+    verbose_name = "Identity"
