@@ -27,6 +27,7 @@ from django.test import override_settings
 from oauth_ext import views
 from oauth_ext.models import Client
 from tests.e2e.oauthclient import PKCE
+from tests.personas import ALICE, BOB, MALLORY, OLIVIA, OSCAR  # noqa: F401  (re-exported for the tests)
 
 PROXY_ADDR = "10.9.9.9"
 PUBLIC = "mcp.example.com"
@@ -38,9 +39,6 @@ PUBLIC_RESOURCE = PUBLIC_BASE + "/mcp"
 INTERNAL_RESOURCE = INTERNAL_BASE + "/mcp"
 CLAUDE_CALLBACK = "https://claude.ai/api/mcp/auth_callback"
 GEMINI_CALLBACK = "https://vertexaisearch.cloud.google.com/oauth-redirect"
-ALICE = "alice@example.com"
-BOB = "bob@example.com"
-MALLORY = "mallory@evil.test"
 # An address on the internet that registers clients directly (no proxy in between).
 CLIENT_ADDR = "203.0.113.7"
 

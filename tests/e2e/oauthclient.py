@@ -22,7 +22,9 @@ from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit
 import httpx2
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
-ALICE = {"X-Forwarded-Email": "alice@example.com", "X-Forwarded-Groups": "eng"}
+from tests import personas
+
+ALICE = {"X-Forwarded-Email": personas.ALICE, "X-Forwarded-Groups": "eng"}
 
 
 def json_of(response: httpx2.Response) -> dict[str, Any]:

@@ -30,11 +30,11 @@ from identity.id_token import IdTokenVerifier
 from identity.proxy import SignInRefused
 from oauth_ext.models import Client, User
 from tests.conftest import PKCE, PROXY_ADDR, PUBLIC, authorize_params
+from tests.personas import ALICE
 
 ISSUER = "https://accounts.google.com"
 AUDIENCE = "123-proxy.apps.googleusercontent.com"
 JWKS_URL = "https://www.googleapis.com/oauth2/v3/certs"
-ALICE = "alice@example.com"
 
 
 def new_key() -> rsa.RSAPrivateKey:
