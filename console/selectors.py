@@ -14,25 +14,48 @@ from oauth2_provider.models import get_access_token_model, get_refresh_token_mod
 from audit.models import AuditEvent, AuditKind
 from oauth_ext.models import Client, User
 
-# Events that belong to a client's flight, in the order a working client goes through them.
-TIMELINE_STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Registered", ("register", "client_created")),
-    ("Registration refused", ("register_refused",)),
-    ("Consent page shown", ("consent_shown",)),
-    ("Approved", ("consent_given", "consent_remembered")),
-    ("Refused by the person", ("consent_refused",)),
-    ("Authorization errors", ("authorize_error",)),
-    ("Token issued", ("token_issued",)),
-    ("Token refreshed", ("token_refreshed",)),
-    ("Token requests refused", ("token_error", "refresh_reuse", "code_reuse")),
-    ("/mcp tool calls", ("tool_call",)),
-)
-# The steps a client must reach to work; the first one missing is where it stalled.
-HAPPY_PATH = ("Registered", "Consent page shown", "Approved", "Token issued", "/mcp tool calls")
+# How each registration source is shown to operators.
+CLIENT_KINDS = {
+    Client.RegistrationSource.DCR: "dynamic registration",
+    Client.RegistrationSource.CIMD: "metadata document",
+    Client.RegistrationSource.MANUAL: "operator",
+}
 
 
 @dataclass(frozen=True)
-class Stage:
+class TimelineStage:
+    """One stage of a client's flight: the audit kinds it counts, and whether they are a problem."""
+
+    label: str
+    events: tuple[AuditKind, ...]
+    problem: bool = False
+
+
+# The stages of a client's flight, in the order a working client goes through them.
+TIMELINE_STAGES = (
+    TimelineStage("Registered", (AuditKind.REGISTER, AuditKind.CLIENT_CREATED)),
+    TimelineStage("Registration refused", (AuditKind.REGISTER_REFUSED,), problem=True),
+    TimelineStage("Consent page shown", (AuditKind.CONSENT_SHOWN,)),
+    TimelineStage("Approved", (AuditKind.CONSENT_GIVEN, AuditKind.CONSENT_REMEMBERED)),
+    TimelineStage("Refused by the person", (AuditKind.CONSENT_REFUSED,), problem=True),
+    TimelineStage("Authorization errors", (AuditKind.AUTHORIZE_ERROR,), problem=True),
+    TimelineStage("Token issued", (AuditKind.TOKEN_ISSUED,)),
+    TimelineStage("Token refreshed", (AuditKind.TOKEN_REFRESHED,)),
+    TimelineStage(
+        "Token requests refused", (AuditKind.TOKEN_ERROR, AuditKind.REFRESH_REUSE, AuditKind.CODE_REUSE), problem=True
+    ),
+    TimelineStage("/mcp tool calls", (AuditKind.TOOL_CALL,)),
+)
+# The stages a client must reach to work; the first one missing is where it stalled.
+HAPPY_PATH = ("Registered", "Consent page shown", "Approved", "Token issued", "/mcp tool calls")
+# The refusals and errors listed under the timeline ("why does it not connect").
+PROBLEM_EVENTS = tuple(kind for stage in TIMELINE_STAGES if stage.problem for kind in stage.events)
+
+
+@dataclass(frozen=True)
+class StageCount:
+    """How often a client went through one stage, and when first and last."""
+
     label: str
     count: int
     first: datetime | None
@@ -40,8 +63,15 @@ class Stage:
     problem: bool
 
 
-def client_timeline(*, client: Client) -> tuple[list[Stage], str | None]:
-    """The client's stages from AuditEvent (one query) and the first happy-path step never reached."""
+@dataclass(frozen=True)
+class ClientTimeline:
+    stages: list[StageCount]
+    stalled_before: str | None  # the first happy-path stage never reached; None once /mcp was called
+    recent_problems: list[AuditEvent]  # newest first
+
+
+def client_timeline(*, client: Client, problems: int = 10) -> ClientTimeline:
+    """The client's stages from its audit trail (one query), where it stalled, and its latest problems (one more)."""
     rows = {
         row["event"]: row
         for row in AuditEvent.objects.filter(client=client)
@@ -50,40 +80,29 @@ def client_timeline(*, client: Client) -> tuple[list[Stage], str | None]:
         .order_by()
     }
     stages = []
-    for label, events in TIMELINE_STAGES:
-        found = [rows[e] for e in events if e in rows]
+    for stage in TIMELINE_STAGES:
+        found = [rows[e] for e in stage.events if e in rows]
         stages.append(
-            Stage(
-                label=label,
+            StageCount(
+                label=stage.label,
                 count=sum(r["n"] for r in found),
                 first=min((r["first"] for r in found), default=None),
                 last=max((r["last"] for r in found), default=None),
-                problem=label.endswith(("refused", "errors", "person")),
+                problem=stage.problem,
             )
         )
     reached = {s.label for s in stages if s.count}
     if client.registration_source != Client.RegistrationSource.DCR:
         reached.add("Registered")  # operator-made and metadata-document clients may predate the audit
-    stalled = next((step for step in HAPPY_PATH if step not in reached), None)
-    return stages, stalled
+    recent_problems = AuditEvent.objects.filter(client=client, event__in=PROBLEM_EVENTS).order_by("-created")
+    return ClientTimeline(
+        stages=stages,
+        stalled_before=next((step for step in HAPPY_PATH if step not in reached), None),
+        recent_problems=list(recent_problems[:problems]),
+    )
 
 
-PROBLEM_EVENTS = (
-    "register_refused",
-    "consent_refused",
-    "authorize_error",
-    "token_error",
-    "refresh_reuse",
-    "code_reuse",
-)
-
-
-def client_recent_problems(*, client: Client, limit: int = 10) -> list[AuditEvent]:
-    """The client's latest refusals and errors, newest first, for "why does it not connect"."""
-    return list(AuditEvent.objects.filter(client=client, event__in=PROBLEM_EVENTS).order_by("-created")[:limit])
-
-
-def tool_calls_per_hour(*, hours: int = 24) -> list[tuple[datetime, int]]:
+def tool_call_counts_per_hour(*, hours: int = 24) -> list[tuple[datetime, int]]:
     """Tool calls in each of the last ``hours`` hours (oldest first), zeros included."""
     now = timezone.now()
     start = (now - timedelta(hours=hours - 1)).replace(minute=0, second=0, microsecond=0)
@@ -98,13 +117,13 @@ def tool_calls_per_hour(*, hours: int = 24) -> list[tuple[datetime, int]]:
     return [(start + timedelta(hours=i), counts.get(start + timedelta(hours=i), 0)) for i in range(hours)]
 
 
-def overview() -> dict[str, Any]:
+def console_overview() -> dict[str, Any]:
     """The counts on the console's front page."""
     now = timezone.now()
     day_ago = now - timedelta(hours=24)
     live_access = get_access_token_model().objects.filter(user__isnull=False, expires__gt=now)
     kinds = dict(Client.objects.values_list("registration_source").annotate(n=Count("id")).order_by())
-    per_hour = tool_calls_per_hour()
+    per_hour = tool_call_counts_per_hour()
     return {
         "people": User.objects.filter(is_active=True).count(),
         "people_active_24h": AuditEvent.objects.filter(created__gte=day_ago, user__isnull=False)
@@ -124,11 +143,3 @@ def overview() -> dict[str, Any]:
         .count(),
         "per_hour": per_hour,
     }
-
-
-# How each registration source is shown to operators.
-CLIENT_KINDS = {
-    Client.RegistrationSource.DCR: "dynamic registration",
-    Client.RegistrationSource.CIMD: "metadata document",
-    Client.RegistrationSource.MANUAL: "operator",
-}

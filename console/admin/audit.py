@@ -12,22 +12,9 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import F, QuerySet
 from django.http import HttpRequest, StreamingHttpResponse
 from django.urls import path
-from oauth2_provider.models import (
-    get_access_token_model,
-    get_grant_model,
-    get_id_token_model,
-    get_refresh_token_model,
-)
 
 from audit.models import AuditEvent, AuditKind
 from oauth_ext.models import Client, User
-
-from .common import event_label
-
-AccessToken = get_access_token_model()
-RefreshToken = get_refresh_token_model()
-Grant = get_grant_model()
-IDToken = get_id_token_model()
 
 
 class EventFilter(admin.SimpleListFilter):
@@ -114,7 +101,7 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     @admin.display(description="event", ordering="event")
     def event_name(self, obj: AuditEvent) -> str:
-        return event_label(obj.event)
+        return obj.get_event_display()
 
     @admin.display(description="detail")
     def detail_summary(self, obj: AuditEvent) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 from typing import Any
 
 from django import forms
@@ -10,29 +11,19 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
-from oauth2_provider.models import (
-    get_access_token_model,
-    get_grant_model,
-    get_id_token_model,
-    get_refresh_token_model,
-)
 
-from console.selectors import CLIENT_KINDS, client_recent_problems, client_timeline
+from console.selectors import CLIENT_KINDS, client_timeline
 from mcpgate.hosts import Host, configured_hosts
 from oauth_ext import services
 from oauth_ext.models import Client
 from oauth_ext.scopes import BASIC_SCOPE, all_scopes
 
-from .common import _no_store, event_label
-
-AccessToken = get_access_token_model()
-RefreshToken = get_refresh_token_model()
-Grant = get_grant_model()
-IDToken = get_id_token_model()
+from .common import no_store
 
 
 class ClientCreateForm(forms.Form):
@@ -59,6 +50,9 @@ class ClientCreateForm(forms.Form):
         ],
         help_text="Both are accepted at the token endpoint; this is what the client is told.",
     )
+    # A reload of the secret page re-posts this form; the nonce lets the second post be told
+    # apart from a new client (see ClientAdmin.add_view).
+    nonce = forms.CharField(widget=forms.HiddenInput, required=False)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -70,12 +64,19 @@ class ClientCreateForm(forms.Form):
         host.choices = [(h.name, f"{h.name} ({h.base_url})") for h in hosts]
         self.fields["host"].initial = "public" if any(h.name == "public" for h in hosts) else hosts[0].name
 
-    # A reload of the secret page re-posts this form; the nonce lets the second post be told
-    # apart from a new client (see ClientAdmin.add_view).
-    nonce = forms.CharField(widget=forms.HiddenInput, required=False)
-
     def clean_redirect_uris(self) -> list[str]:
         return self.cleaned_data["redirect_uris"].split()
+
+
+class PurgeForm(forms.Form):
+    """How old an unused self-registered client must be to be purged."""
+
+    days = forms.IntegerField(
+        min_value=1,
+        initial=7,
+        label="Registered more than this many days ago",
+        help_text="Self-registered clients that never obtained a token; operator-made clients are never purged.",
+    )
 
 
 CREATED_CLIENTS_KEY = "mcpgate_created_clients"  # session: add-form nonce → client pk
@@ -87,7 +88,7 @@ def _host(name: str) -> Host:
 
 
 def secret_page(
-    request: HttpRequest, model_admin: admin.ModelAdmin, client: Client, secret: str, scopes: list[str]
+    request: HttpRequest, *, model_admin: admin.ModelAdmin, client: Client, secret: str, scopes: list[str]
 ) -> HttpResponse:
     """The one page that shows a client secret: not cached, not stored, not shown again."""
     host = _host(client.registered_host or "public")
@@ -108,10 +109,15 @@ def secret_page(
         "host": host,
         "change_url": reverse("admin:oauth_ext_client_change", args=[client.pk]),
     }
-    return _no_store(TemplateResponse(request, "admin/oauth_ext/client/secret.html", context))
+    return no_store(TemplateResponse(request, "admin/oauth_ext/client/secret.html", context))
 
 
 class ClientAdmin(admin.ModelAdmin):
+    """DOT's Application, as mcpgate's Client (OAUTH2_PROVIDER["APPLICATION_ADMIN_CLASS"] names it).
+
+    Never deleted here (that would hide what happened): disabled, or purged when unused.
+    """
+
     list_display = (
         "name_or_id",
         "kind",
@@ -187,57 +193,8 @@ class ClientAdmin(admin.ModelAdmin):
 
     @admin.display(description="timeline (from the audit trail)")
     def timeline(self, obj: Client) -> SafeString:
-        stages, stalled = client_timeline(client=obj)
-        rows = format_html_join(
-            "",
-            '<tr class="{}"><th scope="row">{}</th><td>{}</td><td>{}</td><td>{}</td></tr>',
-            (
-                (
-                    "mcpgate-problem" if s.problem and s.count else ("" if s.count else "mcpgate-missing"),
-                    s.label,
-                    s.count,
-                    s.first.strftime("%Y-%m-%d %H:%M:%S") if s.first else "—",
-                    s.last.strftime("%Y-%m-%d %H:%M:%S") if s.last else "—",
-                )
-                for s in stages
-            ),
-        )
-        verdict = (
-            format_html('<p class="mcpgate-stalled">Stalled before: <strong>{}</strong></p>', stalled)
-            if stalled
-            else format_html("<p>Reached /mcp.</p>")
-        )
-        events = reverse("admin:audit_auditevent_changelist") + f"?client__id__exact={obj.pk}"
-        problems = client_recent_problems(client=obj)
-        problem_list = (
-            format_html(
-                '<p>Latest refusals and errors:</p><ul class="mcpgate-problems">{}</ul>',
-                format_html_join(
-                    "",
-                    "<li>{} <strong>{}</strong> {} {}</li>",
-                    (
-                        (
-                            e.created.strftime("%Y-%m-%d %H:%M:%S"),
-                            event_label(e.event),
-                            e.email,
-                            str((e.detail or {}).get("error", "")),
-                        )
-                        for e in problems
-                    ),
-                ),
-            )
-            if problems
-            else ""
-        )
-        return format_html(
-            '{}{}<table class="mcpgate-timeline"><caption>Stages, in the order a working client goes through them'
-            '</caption><thead><tr><th scope="col">stage</th><th scope="col">count</th><th scope="col">first (UTC)</th>'
-            '<th scope="col">latest (UTC)</th></tr></thead><tbody>{}</tbody></table>'
-            '<p><a href="{}">All of this client\'s events</a></p>',
-            verdict,
-            problem_list,
-            rows,
-            events,
+        return render_to_string(
+            "admin/oauth_ext/client/timeline.html", {"client": obj, "timeline": client_timeline(client=obj)}
         )
 
     # -- add: our form, the service, and the one-time secret page ------------------------
@@ -270,7 +227,7 @@ class ClientAdmin(admin.ModelAdmin):
                 assert secret is not None
                 if data["nonce"]:
                     request.session[CREATED_CLIENTS_KEY] = {**created, data["nonce"]: client.pk}
-                return secret_page(request, self, client, secret, data["scopes"])
+                return secret_page(request, model_admin=self, client=client, secret=secret, scopes=data["scopes"])
         context = {
             **self.admin_site.each_context(request),
             "title": "Add a confidential client",
@@ -311,7 +268,7 @@ class ClientAdmin(admin.ModelAdmin):
             self.message_user(request, "A public client has no secret.", messages.ERROR)
             return None
         secret = services.client_rotate_secret(client=client, operator=request.user)
-        return secret_page(request, self, client, secret, [BASIC_SCOPE])
+        return secret_page(request, model_admin=self, client=client, secret=secret, scopes=[BASIC_SCOPE])
 
     @admin.action(description="Revoke all tokens of the selected clients")
     def revoke_all_tokens(self, request: HttpRequest, queryset: QuerySet[Client]) -> None:
@@ -325,8 +282,6 @@ class ClientAdmin(admin.ModelAdmin):
             raise PermissionDenied
         form = PurgeForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
-            from datetime import timedelta
-
             n = services.clients_purge_unused(older_than=timedelta(days=form.cleaned_data["days"]))
             self.message_user(request, f"Purged {n} unused client(s).", messages.SUCCESS)
             return HttpResponseRedirect(reverse("admin:oauth_ext_client_changelist"))
@@ -337,12 +292,3 @@ class ClientAdmin(admin.ModelAdmin):
             "form": form,
         }
         return TemplateResponse(request, "admin/oauth_ext/client/purge.html", context)
-
-
-class PurgeForm(forms.Form):
-    days = forms.IntegerField(
-        min_value=1,
-        initial=7,
-        label="Registered more than this many days ago",
-        help_text="Self-registered clients that never obtained a token; operator-made clients are never purged.",
-    )

@@ -1,28 +1,10 @@
-"""Helpers every console page shares: event labels, token fingerprints, no-store pages."""
+"""What several console pages share: token fingerprints, pages that must not be cached."""
 
 from __future__ import annotations
 
 from django.http import HttpResponse
-from oauth2_provider.models import (
-    get_access_token_model,
-    get_grant_model,
-    get_id_token_model,
-    get_refresh_token_model,
-)
-
-from audit.models import AuditKind
-
-AccessToken = get_access_token_model()
-RefreshToken = get_refresh_token_model()
-Grant = get_grant_model()
-IDToken = get_id_token_model()
-
 
 FINGERPRINT_LENGTH = 12
-
-
-def event_label(event: str) -> str:
-    return str(dict(AuditKind.choices).get(event) or event)
 
 
 def fingerprint(checksum: str) -> str:
@@ -30,6 +12,7 @@ def fingerprint(checksum: str) -> str:
     return f"sha256:{checksum[:FINGERPRINT_LENGTH]}…" if checksum else "—"
 
 
-def _no_store(response: HttpResponse) -> HttpResponse:
+def no_store(response: HttpResponse) -> HttpResponse:
+    """``response``, kept out of every cache (it shows a secret)."""
     response["Cache-Control"] = "no-store"
     return response

@@ -1,4 +1,4 @@
-"""Grants (consents), tokens and codes in the console: listed by fingerprint, revocable, never shown."""
+"""Grants (consents), tokens, codes and ID tokens in the console: listed by fingerprint, revocable, never shown."""
 
 from __future__ import annotations
 
@@ -7,23 +7,12 @@ from typing import Any
 from django.contrib import admin, messages
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest
-from oauth2_provider.models import (
-    get_access_token_model,
-    get_grant_model,
-    get_id_token_model,
-    get_refresh_token_model,
-)
 
 from audit.models import AuditEvent, AuditKind
 from oauth_ext import services
 from oauth_ext.models import Consent
 
 from .common import fingerprint
-
-AccessToken = get_access_token_model()
-RefreshToken = get_refresh_token_model()
-Grant = get_grant_model()
-IDToken = get_id_token_model()
 
 
 def _last_tool_call(user_field: str, client_field: str) -> Subquery:
@@ -74,7 +63,11 @@ class ConsentAdmin(admin.ModelAdmin):
 
 
 class CredentialAdmin(admin.ModelAdmin):
-    """Read-only lists of issued credentials, revocable, never showing a value."""
+    """Read-only lists of issued credentials, revocable, never showing a value.
+
+    Its subclasses are named in OAUTH2_PROVIDER's ``*_ADMIN_CLASS`` settings; DOT's admin module
+    registers them for its models (tests/console/test_registration.py checks that it did).
+    """
 
     list_select_related = ("user", "application")
     search_fields = ("user__username", "application__name", "application__client_id")

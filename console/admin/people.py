@@ -4,38 +4,47 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.contrib.auth.models import Group
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
-from oauth2_provider.models import (
-    get_access_token_model,
-    get_grant_model,
-    get_id_token_model,
-    get_refresh_token_model,
-)
 
 from oauth_ext import services
 from oauth_ext.models import User
 
-AccessToken = get_access_token_model()
-RefreshToken = get_refresh_token_model()
-Grant = get_grant_model()
-IDToken = get_id_token_model()
+# A person's groups are oauth2-proxy's (User.proxy_groups, re-read at every sign-in); Django's own
+# groups and permissions are unused (operators are superusers), so their page would only mislead.
+admin.site.unregister(Group)
 
 
 @admin.register(User)
 class UserAdmin(DjangoUserAdmin):
+    """People as oauth2-proxy reported them; their operator rights are shown, never edited here.
+
+    ``identity.services`` sets ``is_staff`` and ``is_superuser`` from MCPGATE_OPERATOR_EMAILS /
+    MCPGATE_OPERATOR_GROUPS on every proxied request, so a box ticked here would be undone by the
+    person's next request: the configuration is the one place operators are named.
+    """
+
     list_display = ("username", "is_active", "is_staff", "last_sign_in_host", "last_login", "consent_count")
     list_filter = ("is_active", "is_staff", "last_sign_in_host")
     fieldsets = (
         (None, {"fields": ("username", "email", "is_active")}),
         ("From oauth2-proxy", {"fields": ("proxy_subject", "proxy_groups", "last_sign_in_host")}),
-        ("Rights (set from MCPGATE_OPERATOR_EMAILS / _GROUPS at sign-in)", {"fields": ("is_staff", "is_superuser")}),
+        ("Rights (from MCPGATE_OPERATOR_EMAILS / _GROUPS, at every sign-in)", {"fields": ("is_staff", "is_superuser")}),
         ("Dates", {"fields": ("last_login", "date_joined")}),
     )
-    readonly_fields = ("proxy_subject", "proxy_groups", "last_sign_in_host", "last_login", "date_joined")
+    readonly_fields = (
+        "proxy_subject",
+        "proxy_groups",
+        "last_sign_in_host",
+        "is_staff",
+        "is_superuser",
+        "last_login",
+        "date_joined",
+    )
     actions = ("revoke_all_tokens",)
 
     def has_add_permission(self, request: HttpRequest) -> bool:

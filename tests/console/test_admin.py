@@ -150,6 +150,19 @@ def test_group_change_reported_by_the_proxy_takes_rights_away() -> None:
     assert Console(OSCAR, groups="eng").get("/admin/", follow=True).status_code == 403
 
 
+def test_operator_rights_are_not_edited_in_the_console(olivia: Console) -> None:
+    """Only MCPGATE_OPERATOR_EMAILS / _GROUPS make an operator: the boxes on a person's page are read-only."""
+    assert Console(ALICE).get("/admin/", follow=True).status_code == 403  # Alice has signed in once
+    alice = user(ALICE)
+    url = reverse("admin:oauth_ext_user_change", args=[alice.pk])
+    assert b'name="is_staff"' not in olivia.get(url).content
+    data = {"username": ALICE, "email": ALICE, "is_active": "on", "is_staff": "on", "is_superuser": "on"}
+    assert olivia.post(url, data).status_code == 302
+    alice.refresh_from_db()
+    assert not alice.is_staff and not alice.is_superuser
+    assert Console(ALICE).get("/admin/", follow=True).status_code == 403
+
+
 def test_local_superuser_signs_in_with_a_password_without_the_proxy() -> None:
     User.objects.create_superuser("root@example.com", "root@example.com", "a-long-local-password")
     http = HttpClient()
