@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
+from django.utils.module_loading import autodiscover_modules
+
+from oauth_ext.scopes import set_tool_catalog
+
+from .registry import registry
 
 
 class MCPBridgeConfig(AppConfig):
@@ -12,12 +17,5 @@ class MCPBridgeConfig(AppConfig):
 
     def ready(self) -> None:
         # Like admin.py: every installed app's mcp_tools module declares its tools.
-        from django.utils.module_loading import autodiscover_modules
-
         autodiscover_modules("mcp_tools")
-
-        from oauth_ext.scopes import set_tool_catalog
-
-        from .registry import registry
-
         set_tool_catalog(lambda scope: [t.title or t.name for t in registry.all() if scope in t.scopes])

@@ -2,64 +2,100 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import hashlib
 from typing import Any
 
-from oauth2_provider.contrib.rest_framework import OAuth2Authentication
-from oauth2_provider.www_authenticate import build_bearer_challenge
+from django.http import HttpRequest
+from django.utils.encoding import escape_uri_path
+from oauth2_provider.bcp import bcp_compliant
+from oauth2_provider.contrib.rest_framework import OAuth2ProtectedResourceAuthentication
 from rest_framework import exceptions
 from rest_framework.request import Request
 
 from mcpgate.hosts import host_for_request
 from oauth_ext.scopes import BASIC_SCOPE
 
+from . import tokens
 
-def _presented_bearer(request: Request) -> bool:
-    return request.META.get("HTTP_AUTHORIZATION", "")[:7].lower() == "bearer "
+INVALID = "The access token is invalid."
+EXPIRED = "The access token has expired."
+WRONG_AUDIENCE = "The access token is not valid for this resource."
+NOT_ISSUED_HERE = "The access token was not issued for this resource."
+USER_DISABLED = "The access token's user is disabled."
 
 
-class MCPBearerAuthentication(OAuth2Authentication):
+class MCPBearerAuthentication(OAuth2ProtectedResourceAuthentication):
     """RFC 6750 §2.1 bearer tokens, audience-checked against this host's resource (RFC 8707).
 
-    DOT validates the token (one query: token, user and client together), its expiry and
-    that its client is usable (not disabled). On top of that:
+    The challenge is DOT's (``OAuth2ProtectedResourceAuthentication``): ``WWW-Authenticate:
+    Bearer`` with ``resource_metadata`` (RFC 9728 §5.1, checklist D3), here this host's
+    document, plus ``scope`` and, when a token was sent, ``error="invalid_token"``. Being the
+    first authentication class, it also keeps DRF from turning 401 into 403.
 
-    - the token must carry this host's resource as its audience: DOT lets a token with no
-      resource through as "unrestricted" (e.g. RFC 7592 registration tokens), this does not
+    The token itself is not validated through DOT's ``OAuth2Authentication.authenticate``:
+    that builds an oauthlib request from the whole Django request and looks the token up
+    through the authorization server's validator, on every /mcp call. This resource server
+    reads the token with its own one-statement lookup (``mcp_bridge.tokens``) and applies
+    the checks of DOT's ``validate_bearer_token``, in its order, through the models' public
+    methods, then its own:
+
+    - no token in the URL query (RFC 9700 §4.3.2, DOT's ``COMPLIANT_BCP_RFC9700_ACCESS_TOKEN_TRANSPORT``);
+    - the token exists (a revoked token is deleted) and has not expired (``is_expired``);
+    - a token bound to resources is good for this URL (``allows_audience``, RFC 8707);
+    - its client may be used (``Client.is_usable``: not disabled);
+    - it carries this host's resource as its audience: DOT lets a token with no resource
+      through as "unrestricted" (e.g. RFC 7592 registration tokens), this does not
       (checklist R2, R3: no token issued for anything else is accepted);
-    - the person must be active (operators disable people; it takes effect on the next call).
+    - the person is active (operators disable people; it takes effect on the next call).
 
-    A 401 always carries ``WWW-Authenticate: Bearer`` with ``resource_metadata`` (RFC 9728
-    §5.1, checklist D3) and ``scope``, plus ``error="invalid_token"`` when a token was sent.
-    Being the first authentication class, it also keeps DRF from turning 401 into 403.
+    Scopes are the endpoint's to check: they depend on the tool called (RFC 6750 §3.1).
     """
 
-    www_authenticate_realm = ""
+    www_authenticate_realm = ""  # no realm parameter in the challenge
 
-    def authenticate(self, request: Request) -> tuple[Any, Any] | None:
-        result = super().authenticate(request)
-        if result is None:
-            if _presented_bearer(request) and not getattr(request, "oauth2_error", None):
-                request.oauth2_error = OrderedDict(
-                    [("error", "invalid_token"), ("error_description", "The access token is invalid.")]
-                )
-            return None
-        user, token = result
-        if host_for_request(request) is None or host_for_request(request).resource not in (token.resource or []):
-            self._fail(request, "The access token was not issued for this resource.")
+    def authenticate(self, request: Any) -> tuple[Any, Any] | None:
+        """``request``: DRF's, or the plain HttpRequest at /mcp (whose body belongs to the SDK)."""
+        request.oauth2_error = {"scope": BASIC_SCOPE}
+        authorization = request.META.get("HTTP_AUTHORIZATION", "")
+        if authorization[:7].lower() != "bearer ":
+            return None  # not a bearer token: not this class's scheme
+        parts = authorization.split()
+        if len(parts) != 2 or ("access_token" in request.GET and self._token_in_query_refused()):
+            self._fail(request, INVALID)
+        token = tokens.load_access_token(hashlib.sha256(parts[1].encode("utf-8")).hexdigest())
+        if token is None:
+            self._fail(request, INVALID)
+        if token.is_expired():
+            self._fail(request, EXPIRED)
+        if token.resource and not token.allows_audience(request.build_absolute_uri(escape_uri_path(request.path))):
+            self._fail(request, WRONG_AUDIENCE)
+        # DOT hands is_usable the oauthlib request; Client.is_usable needs neither.
+        if token.application is not None and not token.application.is_usable(request):
+            self._fail(request, INVALID)
+        host = host_for_request(request)
+        if host is None or host.resource not in (token.resource or []):
+            self._fail(request, NOT_ISSUED_HERE)
+        user = token.user
         if user is None or not user.is_active:
-            self._fail(request, "The access token's user is disabled.")
+            self._fail(request, USER_DISABLED)
         return user, token
 
-    def _fail(self, request: Request, description: str) -> None:
-        request.oauth2_error = OrderedDict([("error", "invalid_token"), ("error_description", description)])
-        raise exceptions.AuthenticationFailed(description)
-
-    def authenticate_header(self, request: Request) -> str:
-        error: dict[str, str] = dict(getattr(request, "oauth2_error", None) or {})
-        error.setdefault("scope", BASIC_SCOPE)
-        return str(
-            build_bearer_challenge(
-                request, oauth2_error=error, resource_metadata_url=host_for_request(request).resource_metadata_url
+    @staticmethod
+    def _token_in_query_refused() -> bool:
+        return bool(
+            bcp_compliant(
+                "COMPLIANT_BCP_RFC9700_ACCESS_TOKEN_TRANSPORT",
+                "Presenting an OAuth 2.0 access token in the URI query string",
             )
         )
+
+    @staticmethod
+    def _fail(request: Any, description: str) -> None:
+        """RFC 6750 §3.1 ``invalid_token``: the challenge and the endpoint's body say why."""
+        request.oauth2_error = {"error": "invalid_token", "error_description": description, "scope": BASIC_SCOPE}
+        raise exceptions.AuthenticationFailed(description)
+
+    def get_resource_metadata_url(self, request: Request | HttpRequest) -> str | None:
+        """RFC 9728 §3.1: this host's protected resource metadata (each host is its own resource)."""
+        host = host_for_request(request)
+        return host.resource_metadata_url if host is not None else None

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata, func_metadata
+import mcp_types as types
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
+from mcp.server.mcpserver.tools.base import Tool as SDKTool
+from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata
+from pydantic import ValidationError
+
+from mcpgate.errors import TRANSIENT_DATABASE_ERRORS
+from oauth_ext.scopes import all_scopes
 
 from .context import ToolContext
 
@@ -15,25 +24,61 @@ from .context import ToolContext
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 
 
+class ToolSuspended(UnexpectedToolError):
+    """The SDK's ``Tool.run`` waited on something: this registry runs tools without an event loop.
+
+    A crash of the call like any other (``UnexpectedToolError``); tests/mcp_bridge/
+    test_sdk_contracts.py fails first should an SDK upgrade bring it about.
+    """
+
+
+def _in_this_thread(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` as a coroutine function that never suspends, for the SDK to await (see ``Tool.run``).
+
+    ``functools.wraps`` keeps ``fn``'s signature and annotations (``__wrapped__``), from which
+    the SDK builds the schemas as it would from ``fn`` itself.
+    """
+
+    @functools.wraps(fn)
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    return call
+
+
 @dataclass(frozen=True)
 class Tool:
-    """One tool: the function, what MCP clients see of it, and who may call it."""
+    """One tool: the SDK's tool (schemas, validation, result conversion) and who may call it."""
 
-    name: str
+    sdk: SDKTool = field(repr=False)
     fn: Callable[..., Any]
-    title: str | None
-    description: str
     scopes: frozenset[str]
     groups: frozenset[str]
-    meta: FuncMetadata = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.sdk.name
+
+    @property
+    def title(self) -> str | None:
+        return self.sdk.title
+
+    @property
+    def description(self) -> str:
+        return self.sdk.description
 
     @property
     def input_schema(self) -> dict[str, Any]:
-        return self.meta.arg_model.model_json_schema(by_alias=True)
+        return self.sdk.parameters
 
     @property
     def output_schema(self) -> dict[str, Any] | None:
-        return self.meta.output_schema
+        return self.sdk.output_schema
+
+    @property
+    def meta(self) -> FuncMetadata:
+        """The SDK's function metadata (``mcp_bridge.server.run_tool`` validates with it until it calls ``run``)."""
+        return self.sdk.fn_metadata
 
     def visible_to(self, ctx: ToolContext) -> bool:
         """Whether the person may use it at all (groups). Scopes are not a filter here: a tool that
@@ -43,6 +88,42 @@ class Tool:
 
     def missing_scopes(self, scopes: frozenset[str]) -> frozenset[str]:
         return self.scopes - scopes
+
+    def run(self, ctx: ToolContext, arguments: dict[str, Any]) -> types.CallToolResult:
+        """Validate the arguments, call the tool with ``ctx``, convert its result: the SDK's ``Tool.run``.
+
+        Called in a worker thread; the tool runs in it, on that thread's database connection,
+        which the audit row of the call then uses too (one thread hop per tools/call). The SDK
+        runs a synchronous function on a thread of its own, so it is handed the function as
+        a coroutine function that never suspends (``_in_this_thread``), and the coroutine is
+        driven here to its end without an event loop: Django refuses ORM calls in a thread
+        running one. Should the SDK ever wait on something, ``ToolSuspended`` says so.
+
+        The SDK's wrapping of failures is undone (its ``Tool.run`` keeps what was raised as
+        ``__cause__``), so each keeps its own meaning:
+
+        - invalid arguments: pydantic's ``ValidationError`` (the SDK's ``ToolError`` around it);
+        - the tool's own ``ToolError``, its message written for the person;
+        - a transient database error (the caller answers 503);
+        - any other failure, a crash: the SDK's ``UnexpectedToolError``, the cause chained.
+        """
+        # The SDK hands ``ctx`` untouched to the context parameter (``context_kwarg``).
+        coroutine = self.sdk.run(arguments, cast(Any, ctx), convert_result=True)
+        try:
+            coroutine.send(None)
+        except StopIteration as done:
+            return cast(types.CallToolResult, done.value)
+        except ToolError as exc:
+            cause = exc.__cause__
+            if isinstance(exc, UnexpectedToolError):
+                if isinstance(cause, TRANSIENT_DATABASE_ERRORS):
+                    raise cause from None
+                raise
+            if isinstance(cause, ValidationError | ToolError):
+                raise cause from None
+            raise
+        coroutine.close()
+        raise ToolSuspended(f"the SDK's Tool.run suspended while running {self.name!r}")
 
 
 class Registry:
@@ -83,9 +164,9 @@ def tool(
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare an MCP tool. The function's first parameter receives the ``ToolContext``.
 
-    The input schema comes from the other parameters' type hints and the output schema from
-    the return annotation, both by the ``mcp`` SDK's ``func_metadata`` (the same machinery as
-    its ``MCPServer``). ``scopes`` must all be granted to the token; ``groups``, if given, are
+    The tool is the ``mcp`` SDK's (``Tool.from_function``, as its ``MCPServer`` makes them): the
+    input schema from the other parameters' type hints, the output schema from the return
+    annotation. ``scopes`` must all be granted to the token; ``groups``, if given, are
     oauth2-proxy groups of which the person must be in at least one. The description defaults
     to the docstring.
     """
@@ -94,27 +175,24 @@ def tool(
         tool_name = name or fn.__name__
         if not TOOL_NAME.match(tool_name):
             raise ValueError(f"tool name {tool_name!r} must be 1-128 characters of A-Z a-z 0-9 _ . -")
-        first = next(iter(fn.__code__.co_varnames[: fn.__code__.co_argcount]), None)
+        if inspect.iscoroutinefunction(fn):
+            raise TypeError(f"tool {tool_name!r} must be a plain function: tools run in a worker thread")
+        first = next(iter(inspect.signature(fn).parameters), None)
         if first is None:
             raise TypeError(f"tool {tool_name!r} must take the ToolContext as its first parameter")
-        from oauth_ext.scopes import all_scopes
-
         needed = frozenset(scopes)
         unknown = needed - set(all_scopes())
         if unknown:
             raise ValueError(f"tool {tool_name!r} needs undeclared scopes {sorted(unknown)}; register_scope() them")
-        registry.add(
-            Tool(
-                name=tool_name,
-                fn=fn,
-                title=title,
-                description=(description or (fn.__doc__ or "")).strip(),
-                scopes=needed,
-                groups=frozenset(groups),
-                meta=func_metadata(fn, skip_names=[first], structured_output=structured_output),
-            )
+        sdk = SDKTool.from_function(
+            _in_this_thread(fn),
+            name=tool_name,
+            title=title,
+            description=(description or fn.__doc__ or "").strip(),
+            context_kwarg=first,
+            structured_output=structured_output,
         )
-        fn.mcp_context_parameter = first  # type: ignore[attr-defined]
+        registry.add(Tool(sdk=sdk, fn=fn, scopes=needed, groups=frozenset(groups)))
         return fn
 
     return register

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from django.conf import settings
 from django.contrib.auth.hashers import check_password, identify_hasher, make_password
-from django.db import transaction
+from django.db import router, transaction
 from django.db.models import F
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
@@ -20,6 +20,7 @@ from oauth2_provider.models import (
     get_application_model,
     get_grant_model,
     get_refresh_token_model,
+    set_token_value,
 )
 from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauth2_provider.settings import oauth2_settings
@@ -30,7 +31,7 @@ from audit.models import AuditKind
 from audit.services import audit_record
 from mcpgate.hosts import Host, host_for_netloc
 
-from . import services, tokens
+from . import services
 from .redirects import redirect_uri_shape_problem
 from .resources import canonical_resource
 
@@ -131,47 +132,46 @@ class MCPGateValidator(OAuth2Validator):
                 )
         request.resource = [expected]
 
-    def _create_authorization_code(self, request: OAuthlibRequest, code: dict[str, str], expires: Any = None) -> Any:
+    def save_authorization_code(
+        self, client_id: str, code: dict[str, str], request: OAuthlibRequest, *args: Any, **kwargs: Any
+    ) -> None:
+        """RFC 8707 §2.1 at /authorize: the grant (and every token from it) is bound to this host's /mcp."""
         self._bind_resource(request)
-        return super()._create_authorization_code(request, code, expires)
+        super().save_authorization_code(client_id, code, request, *args, **kwargs)
 
-    def _check_and_set_request_resource(self, request: OAuthlibRequest) -> None:
-        """RFC 8707 §2.2 at /token: a named resource must be this host's /mcp (in any case form).
+    def _bind_token_resource(self, request: OAuthlibRequest, *, inherited: list[str] | None) -> None:
+        """RFC 8707 §2.2 at /token, before DOT saves: a named resource must be this host's /mcp.
 
-        It is then passed on in canonical form, so DOT's check that a token request does
-        not widen the grant's or refresh token's resources compares like with like.
+        It is passed on in canonical form, so DOT's check that a token request does not widen
+        the grant's or refresh token's resources (``inherited``) compares like with like. With
+        none named, DOT gives the tokens the inherited resources; a grant or refresh token from
+        before binding existed has none, and its tokens are bound to this host's /mcp now.
         """
-        expected = host_of(request).resource
         named = [v for k, v in (getattr(request, "decoded_body", None) or []) if k == "resource"]
         if not named and isinstance(getattr(request, "resource", None), list):
             named = list(request.resource)
         if named:
             request.resource = named
             self._bind_resource(request)
-        else:
+        elif inherited:
             request.resource = []
-        super()._check_and_set_request_resource(request)
-        if not request.resource:  # a grant from before binding existed: bind now
-            request.resource = [expected]
-
-    # -- Bearer tokens (RFC 6750) ---------------------------------------------------
-    def _load_access_token(self, token: str) -> Any:
-        """DOT's lookup (token, user and client in one query), from a statement compiled once.
-
-        Every /mcp call pays for this lookup; see oauth_ext.tokens for why and what it costs.
-        """
-        return tokens.load_access_token(hashlib.sha256(token.encode("utf-8")).hexdigest())
+        else:
+            request.resource = [host_of(request).resource]
 
     # -- Client authentication (RFC 6749 §2.3.1) ------------------------------------
     def _check_secret(self, provided_secret: str, stored_secret: str) -> bool:
         """Verify a client secret; one stored by an earlier hasher moves to CLIENT_SECRET_HASHER on success.
 
-        A private DOT hook, overridden because it is the one place where both of DOT's client
-        authentication methods (HTTP Basic and the request body) verify a secret, and DOT calls
-        ``check_password`` there without a setter: a secret stored with PBKDF2 at 1,000,000
-        iterations would stay so, and each wrong guess at it would cost half a second of CPU
-        for good (issue 8, finding 1; see oauth_ext.hashers). tests/security/
-        test_client_secret_hashing.py pins that DOT still calls it for both methods.
+        A private DOT hook, the one this validator still overrides: no public one serves. It is
+        the one place where both of DOT's client authentication methods (HTTP Basic and the
+        request body) verify a secret, and DOT calls ``check_password`` there without a setter:
+        a secret stored with PBKDF2 at 1,000,000 iterations would stay so, and each wrong guess
+        at it would cost half a second of CPU for good (issue 8, finding 1; see
+        oauth_ext.hashers). The public ``authenticate_client`` would mean copying DOT's two
+        private methods that parse the credentials (``_authenticate_basic_auth``,
+        ``_authenticate_request_body``) instead of one that compares them. tests/oauth_ext/
+        test_library_contracts.py pins its name, parameters and meaning, and that DOT calls it
+        for both methods; tests/security/test_client_secret_hashing.py the same through HTTP.
 
         - An empty stored secret (a public client's, Client.clean) or an empty one presented
           authenticates nobody, and costs no hashing. DOT would compare two empty strings as
@@ -261,7 +261,8 @@ class MCPGateValidator(OAuth2Validator):
         grant = grant_model.objects.select_for_update().filter(code=request.code, application=request.client).first()
         if grant is None:
             raise CodeAlreadyRedeemed
-        result = super()._save_bearer_token(token, request, *args, **kwargs)
+        self._bind_token_resource(request, inherited=grant.resource)
+        result = super().save_bearer_token(token, request, *args, **kwargs)
         if token.get("refresh_token"):
             get_refresh_token_model().objects.filter(token_checksum=checksum(token["refresh_token"])).update(
                 token_family=code_token_family(request.code)
@@ -311,7 +312,7 @@ class MCPGateValidator(OAuth2Validator):
         The grace check and DOT's validation read the token separately; a concurrent
         rotation committed between the two would make DOT see a rotated-out token without
         grace and revoke the family. So both run in one transaction holding the token's
-        row lock, which rotation (``_save_bearer_token``) takes too; on SQLite the
+        row lock, which rotation (``_refresh``) takes too; on SQLite the
         transaction's write lock (``transaction_mode`` IMMEDIATE) does the same.
         """
         with transaction.atomic():
@@ -377,12 +378,21 @@ class MCPGateValidator(OAuth2Validator):
 
     # -- Saving tokens ----------------------------------------------------------------
     def save_bearer_token(self, token: dict[str, Any], request: OAuthlibRequest, *args: Any, **kwargs: Any) -> Any:
-        """DOT saves in one transaction; a reuse found inside it is acted on once that has rolled back.
+        """Issue the tokens in one transaction; a reuse found inside it is acted on once that has rolled back.
 
-        The refusal is RFC 6749 §5.2 ``invalid_grant``, as for any spent code or refresh token.
+        DOT's ``save_bearer_token`` does the saving, in a savepoint of this transaction, which
+        holds what must be decided with it: the code's grant (``_redeem_code``) or the
+        presented refresh token (``_refresh``), locked. The refusal is RFC 6749 §5.2
+        ``invalid_grant``, as for any spent code or refresh token.
         """
         try:
-            return super().save_bearer_token(token, request, *args, **kwargs)
+            with transaction.atomic(using=router.db_for_write(get_access_token_model())):
+                if request.grant_type == "authorization_code":
+                    return self._redeem_code(token, request, *args, **kwargs)
+                if request.grant_type == "refresh_token":
+                    return self._refresh(token, request, *args, **kwargs)
+                self._bind_token_resource(request, inherited=None)  # the token view serves no other grant
+                return super().save_bearer_token(token, request, *args, **kwargs)
         except CodeAlreadyRedeemed:
             self._revoke_code_family(request.code, request)
         except RefreshTokenReused as reuse:
@@ -390,16 +400,14 @@ class MCPGateValidator(OAuth2Validator):
             self._audit_refresh_reuse(reuse.refresh_token, request)
         raise errors.InvalidGrantError(request=request)
 
-    def _save_bearer_token(self, token: dict[str, Any], request: OAuthlibRequest, *args: Any, **kwargs: Any) -> Any:
-        if request.grant_type == "authorization_code":
-            return self._redeem_code(token, request, *args, **kwargs)
-        if request.grant_type != "refresh_token":  # the token view serves no other grant
-            return super()._save_bearer_token(token, request, *args, **kwargs)
+    def _refresh(self, token: dict[str, Any], request: OAuthlibRequest, *args: Any, **kwargs: Any) -> Any:
+        """RFC 6749 §6 with rotation: DOT rotates a live refresh token; a rotated one may get its sibling."""
         presented = request.refresh_token_instance
         locked = get_refresh_token_model().objects.select_for_update().get(pk=presented.pk)
         result = None
         if locked.revoked is None:
-            result = super()._save_bearer_token(token, request, *args, **kwargs)  # DOT rotates it
+            self._bind_token_resource(request, inherited=presented.resource)
+            result = super().save_bearer_token(token, request, *args, **kwargs)  # DOT rotates it
         else:
             # Rotated since it was validated (a concurrent refresh), or it was validated for
             # its grace sibling: decided again here, under its row lock.
@@ -424,10 +432,40 @@ class MCPGateValidator(OAuth2Validator):
         if successor is None or grace <= 0 or rotated.revoked <= timezone.now() - timedelta(seconds=grace):
             raise RefreshTokenReused(rotated)
         get_access_token_model().objects.filter(pk=successor.pk).update(source_refresh_token=None)
-        self._check_and_set_request_resource(request)
+        self._bind_token_resource(request, inherited=rotated.resource)
+        resource = request.resource or list(rotated.resource)
+        beyond = [res for res in resource if rotated.resource and res not in rotated.resource]
+        if beyond:  # as DOT refuses a rotation asking for more than the refresh token's resources
+            raise errors.CustomOAuth2Error(
+                error="invalid_target",
+                description=(
+                    f"The requested resource '{beyond[0]}' is not allowed. Token refresh cannot "
+                    "request resources beyond the original refresh token scope"
+                ),
+                request=request,
+            )
         expires = timezone.now() + timedelta(seconds=token.get("expires_in", settings.MCPGATE_ACCESS_TOKEN_SECONDS))
-        access_token = self._create_access_token(expires, request, token, source_refresh_token=None)
-        self._create_refresh_token(request, token["refresh_token"], access_token, rotated)
+        # Built as DOT builds a rotated pair, from the models and set_token_value (hashed storage:
+        # checksums only); the refresh token joins the rotated one's family.
+        access_token = get_access_token_model()(
+            user=request.user,
+            scope=token["scope"],
+            expires=expires,
+            application=request.client,
+            source_refresh_token=None,
+            resource=resource,
+        )
+        set_token_value(access_token, token["access_token"])
+        access_token.save()
+        refresh_token = get_refresh_token_model()(
+            user=request.user,
+            application=request.client,
+            access_token=access_token,
+            token_family=rotated.token_family,
+            resource=resource,
+        )
+        set_token_value(refresh_token, token["refresh_token"])
+        refresh_token.save()
         request.refresh_token_instance = None
 
     def _after_issue(self, request: OAuthlibRequest, *, refreshed: bool) -> None:

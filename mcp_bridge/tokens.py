@@ -1,10 +1,13 @@
-"""The bearer-token lookup on every /mcp call, compiled to SQL once per process instead of once per call.
+"""The bearer-token lookup of the resource server (/mcp), compiled to SQL once per process instead of once per call.
 
-An authenticated tools/call costs one SELECT (token, user and client together, here) and one INSERT
-(the audit row, ``audit.services``). Through the ORM, compiling those two statements costs several times more than
-running them (about 1.5 ms of the token lookup's 1.6 ms here, measured by bench/run.py), so they
-are built once from the models' metadata and the rows are turned back into model instances with
-``Model.from_db``, exactly what the ORM would have returned.
+It belongs to the resource server: the authorization server (oauth_ext) issues tokens and never
+reads them back on a hot path; DOT's own lookup (the validator's default) serves any bearer
+validation DOT does itself. An authenticated tools/call costs one SELECT (token, user and client
+together, here) and one INSERT (the audit row, ``audit.services``). Through the ORM, compiling the
+SELECT costs several times more than running it (about 1.5 ms of the token lookup's 1.6 ms,
+measured by bench/run.py), so it is built once from the models' metadata and the rows are turned
+back into model instances with ``Model.from_db``, exactly what the ORM would have returned
+(``select_related("user", "application")``, as DOT's lookup).
 """
 
 from __future__ import annotations
@@ -107,7 +110,8 @@ _lookups: dict[str, _TokenLookup] = {}
 
 
 def load_access_token(checksum: str) -> Any:
-    """The access token with this checksum, its user and client loaded, or None (one query)."""
+    """The access token whose SHA-256 checksum (DOT's ``token_checksum``) this is, its user and client
+    loaded, or None (one query)."""
     db = router.db_for_read(get_access_token_model())
     lookup = _lookups.get(db)
     if lookup is None:
