@@ -8,10 +8,10 @@ from collections.abc import Callable
 from django.contrib.auth import authenticate, login
 from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
 
 from audit.models import AuditKind
 from audit.services import audit_record
+from mcpgate import errors
 
 from .forwarded import identity_from_meta
 from .proxy import ProxyIdentity, SignInRefused, printable
@@ -19,6 +19,11 @@ from .proxy import ProxyIdentity, SignInRefused, printable
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[HttpRequest], HttpResponse]
+
+
+def sign_in_refused(request: HttpRequest, reason: str) -> HttpResponse:
+    """403: this person may not sign in here, and why (a page for people, RFC 6749 §5.2 JSON for clients)."""
+    return errors.refusal(request, status=403, error="access_denied", description=reason, page="identity/refused.html")
 
 
 class ProxyIdentityMiddleware:
@@ -49,7 +54,7 @@ class ProxyIdentityMiddleware:
                 printable(str(refusal.audit)),
             )
             audit_record(event=AuditKind.SIGN_IN_REFUSED, request=request, user=AnonymousUser(), detail=refusal.audit)
-            return render(request, "identity/refused.html", {"reason": str(refusal)}, status=403)
+            return sign_in_refused(request, str(refusal))
         if identity is not None:
             refused = self._sign_in(request, identity)
             if refused is not None:
@@ -63,11 +68,11 @@ class ProxyIdentityMiddleware:
             # so user_logged_in / user_login_failed fire and the session names the backend.
             user = authenticate(request, proxy_identity=identity)
         except SignInRefused as refusal:
-            return render(request, "identity/refused.html", {"reason": str(refusal)}, status=403)
+            return sign_in_refused(request, str(refusal))
         if user is None:
             # Only if the backend is missing from AUTHENTICATION_BACKENDS: refuse rather than serve anonymously.
             logger.error("no authentication backend accepted a proxy identity; is ProxyIdentityBackend configured?")
-            return render(request, "identity/refused.html", {"reason": "Sign-in is not configured."}, status=403)
+            return sign_in_refused(request, "Sign-in is not configured.")
         if user != current or not current.is_authenticated:
             login(request, user)
         request.user = user

@@ -7,13 +7,13 @@ import binascii
 from collections.abc import Callable
 from urllib.parse import unquote
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.template import loader
+from django.http import HttpRequest, HttpResponse
 
 from audit.models import AuditKind
 from audit.services import audit_record
 
 from . import ratelimit
+from .errors import refusal
 from .ratelimit import Limit, Verdict, address_key
 
 Handler = Callable[[HttpRequest], HttpResponse]
@@ -26,9 +26,6 @@ REVOKE_PATHS = frozenset({"/oauth/revoke"})
 AUTHORIZE_PATHS = frozenset({"/oauth/authorize", "/authorize"})
 # Django's password forms: local sign-in (no oauth2-proxy in front) and the admin's own.
 LOGIN_PATHS = frozenset({"/accounts/login/", "/admin/login/"})
-
-# The refusal page is static: nothing to load, nothing to run, nothing to frame.
-PAGE_CSP = "default-src 'none'; style-src 'self'; frame-ancestors 'none'; base-uri 'none'"
 
 
 def token_request_client_id(request: HttpRequest) -> str | None:
@@ -51,7 +48,11 @@ def token_request_client_id(request: HttpRequest) -> str | None:
 
 def limits_for(request: HttpRequest) -> tuple[list[tuple[Limit, str | None]], bool]:
     """The limits a request counts against, each with its key (None: unknown, not counted),
-    and whether the route is a page people see (else an OAuth endpoint)."""
+    and whether the route is a page people see (else an OAuth endpoint).
+
+    The refusal itself takes its shape from the route (mcpgate.errors.route_kind); the flag is
+    for the metrics (mcpgate.observability).
+    """
     path, method = request.path_info, request.method
     address = address_key(getattr(request, "mcpgate_client_ip", None))
     if (path in REGISTER_PATHS and method == "POST") or path.startswith(REGISTRATION_MANAGEMENT_PREFIX):
@@ -75,22 +76,20 @@ def limits_for(request: HttpRequest) -> tuple[list[tuple[Limit, str | None]], bo
     return [], False
 
 
-def too_many_requests(limit: Limit, verdict: Verdict, *, page: bool) -> HttpResponse:
-    """429 (RFC 6585 §4) with Retry-After: RFC 6749 §5.2-shaped JSON, or a page for people.
+def too_many_requests(request: HttpRequest, limit: Limit, verdict: Verdict) -> HttpResponse:
+    """429 (RFC 6585 §4) with Retry-After, in the route's shape (mcpgate.errors.refusal).
 
     The OAuth error code is ``temporarily_unavailable``: the one registered code that means
     "try again later" (RFC 6749 §4.1.2.1); neither RFC 6749 §5.2 nor RFC 7591 §3.2.2 has one for
     a rate limit, and a client that does not read 429 still recognises it.
     """
-    message = ratelimit.refusal_message(limit, verdict)
-    if page:
-        response: HttpResponse = HttpResponse(loader.render_to_string("429.html", {"message": message}), status=429)
-        response["Content-Security-Policy"] = PAGE_CSP
-    else:
-        response = JsonResponse({"error": "temporarily_unavailable", "error_description": message}, status=429)
-    response["Cache-Control"] = "no-store"
-    response["Retry-After"] = str(verdict.retry_after)
-    return response
+    return refusal(
+        request,
+        status=429,
+        error="temporarily_unavailable",
+        description=ratelimit.refusal_message(limit, verdict),
+        headers={"Retry-After": str(verdict.retry_after)},
+    )
 
 
 class RateLimitMiddleware:
@@ -106,7 +105,7 @@ class RateLimitMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        limits, page = limits_for(request)
+        limits, _page = limits_for(request)
         for limit, key in limits:
             if key is None:
                 continue
@@ -117,5 +116,5 @@ class RateLimitMiddleware:
                     detail["client_id"] = key[:255]  # public, and says which client is being hammered
                 if verdict.first_refusal:
                     audit_record(event=AuditKind.RATE_LIMITED, request=request, detail=detail)
-                return too_many_requests(limit, verdict, page=page)
+                return too_many_requests(request, limit, verdict)
         return self.get_response(request)

@@ -157,6 +157,17 @@ def check_registration_metadata(metadata: dict[str, Any]) -> None:
             raise RegistrationRefused(INVALID_REDIRECT_URI, problem)
 
 
+def registration_request(body: bytes) -> dict[str, Any]:
+    """The client metadata of an RFC 7591 §3.1 request, once the registration policy accepts it.
+
+    Raises RegistrationRefused (RFC 7591 §3.2.2) for a body that is not a JSON object or
+    metadata this server does not register (``check_registration_metadata``).
+    """
+    metadata = registration_metadata(body)
+    check_registration_metadata(metadata)
+    return metadata
+
+
 def _encodes_to_utf8(value: str) -> bool:
     """False for a string with a lone surrogate: JSON's ``"\\ud800"`` decodes to one (RFC 8259 §8.2).
 

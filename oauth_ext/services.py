@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import enum
 import logging
-from datetime import UTC, datetime, timedelta
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 from django.http import HttpRequest
@@ -15,9 +19,9 @@ from oauth2_provider.models import (
     get_access_token_model,
     get_grant_model,
     get_refresh_token_model,
-    set_token_value,
 )
 from oauth2_provider.settings import oauth2_settings
+from oauth2_provider.views.dynamic_client_registration import _issue_registration_token
 
 from audit.models import AuditKind
 from audit.services import audit_record
@@ -27,18 +31,27 @@ from .models import Client, Consent, User
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "ConsentStep",
+    "RegistrationResult",
+    "authorization_client_get",
+    "authorization_refusal_record",
     "client_create",
     "client_mark_used",
     "client_record_metadata_document",
     "client_record_registration",
+    "client_register",
     "client_revoke_all_tokens",
     "client_rotate_secret",
     "client_set_disabled",
     "client_update_registration",
     "clients_purge_unused",
     "consent_covers",
+    "consent_page_prepare",
     "consent_record",
+    "consent_reuse_record",
     "consent_revoke",
+    "consent_shown_session_key",
+    "registration_refusal_record",
     "registration_token_issue",
     "token_revoke",
     "user_revoke_all_tokens",
@@ -48,10 +61,59 @@ __all__ = [
 # ---------------------------------------------------------------------------
 # Clients
 # ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RegistrationResult:
+    """A client registered under RFC 7591, and the credentials its §3.2.1 response carries once."""
+
+    client: Client
+    registration_access_token: str
+    client_secret: str | None
+
+
+def client_register(
+    *, issued: Mapping[str, Any], metadata: dict[str, Any], ip: str | None, host: str, request: HttpRequest
+) -> RegistrationResult:
+    """Complete an RFC 7591 registration DOT has just made: record, audit, sweep.
+
+    ``issued`` is DOT's RFC 7591 §3.2.1 response (client_id, registration_access_token and,
+    for a confidential client, client_secret); ``metadata`` passed the registration policy
+    (oauth_ext.registration.registration_request). Registrations that never lead to a grant pile
+    up (claude.ai registers on every fresh connection); registering is what adds them, so it is
+    also what sweeps them (``clients_purge_unused``).
+    """
+    client = client_record_registration(client_id=issued["client_id"], metadata=metadata, ip=ip, host=host)
+    audit_record(
+        event=AuditKind.REGISTER,
+        request=request,
+        client=client,
+        detail={"auth_method": client.token_endpoint_auth_method, "software_id": client.software_id},
+    )
+    clients_purge_unused(older_than=timedelta(hours=settings.MCPGATE_UNUSED_CLIENT_PURGE_HOURS))
+    return RegistrationResult(
+        client=client,
+        registration_access_token=str(issued["registration_access_token"]),
+        client_secret=issued.get("client_secret"),
+    )
+
+
+def registration_refusal_record(
+    *, request: HttpRequest, error: str, user: Any = None, client: Client | None = None, operation: str = ""
+) -> None:
+    """Audit an RFC 7591 §3.2.2 (or RFC 7592 §2.2) refusal: its error code, never the metadata sent.
+
+    ``user`` as for ``audit_record`` (the request's person by default); ``operation`` names an
+    RFC 7592 one ("update"), left out for a registration.
+    """
+    detail = {"error": error}
+    if operation:
+        detail["operation"] = operation
+    audit_record(event=AuditKind.REGISTER_REFUSED, request=request, user=user, client=client, detail=detail)
+
+
 def client_record_registration(*, client_id: str, metadata: dict[str, Any], ip: str | None, host: str) -> Client:
     """Note on a client DOT has just registered how it authenticates and where it came from.
 
-    ``metadata`` has passed the registration policy (oauth_ext.views.check_registration_metadata):
+    ``metadata`` has passed the registration policy (oauth_ext.registration.check_registration_metadata):
     every field used here is a string of a length its column holds.
     """
     client = Client.objects.get(client_id=client_id)
@@ -119,23 +181,25 @@ def client_record_metadata_document(*, client: Client, ip: str | None, host: str
         audit_record(event=AuditKind.REGISTER, request=request, client=client, detail={"source": "cimd"})
 
 
+@transaction.atomic
 def registration_token_issue(*, client: Client) -> str:
     """A fresh RFC 7592 registration access token for ``client``; earlier ones stop working.
 
-    The same kind of token DOT's registration view issues (scope DCR_REGISTRATION_SCOPE,
-    stored hashed); RFC 7592 §2.2 rotation on update (``client_update_registration``).
+    RFC 7592 §2.2 rotation on update (``client_update_registration``). The token is minted by
+    DOT's own ``_issue_registration_token``, the function its registration views call, so it is
+    exactly the kind they issue and authenticate (scope DCR_REGISTRATION_SCOPE, its expiry
+    setting, stored hashed under COMPLIANT_BCP_RFC9700_TOKEN_STORAGE). DOT 3.4 has no public way
+    to mint one: its RFC 7592 update rotates inside ``DynamicClientRegistrationManagementView.put``,
+    which applies DOT's metadata rules rather than ours and cannot lock the client's row before
+    the update (``consent_record`` orders itself on that lock). Calling the private function beats
+    copying it, which would drift silently; tests/oauth_ext/test_registration_token_contract.py
+    fails if DOT renames it or changes what it issues.
+
+    Unlike DOT, which deletes only the token presented, every earlier registration token of the
+    client goes: at most one is ever valid.
     """
-    access_token_model = get_access_token_model()
-    scope = oauth2_settings.DCR_REGISTRATION_SCOPE
-    raw = generate_client_secret()
-    seconds = oauth2_settings.DCR_REGISTRATION_TOKEN_EXPIRE_SECONDS
-    expires = timezone.now() + timedelta(seconds=seconds) if seconds else datetime(9999, 12, 31, tzinfo=UTC)
-    with transaction.atomic():
-        access_token_model.objects.filter(application=client, scope=scope).delete()
-        token = access_token_model(application=client, user=None, expires=expires, scope=scope)
-        set_token_value(token, raw)
-        token.save()
-    return raw
+    get_access_token_model().objects.filter(application=client, scope=_registration_scope()).delete()
+    return str(_issue_registration_token(client, None))
 
 
 @transaction.atomic
@@ -256,8 +320,6 @@ def clients_purge_unused(*, older_than: timedelta) -> int:
 
 
 def _registration_scope() -> str:
-    from oauth2_provider.settings import oauth2_settings
-
     return str(oauth2_settings.DCR_REGISTRATION_SCOPE)
 
 
@@ -364,8 +426,63 @@ def consent_revoke(*, consent: Consent, operator: Any) -> int:
 
 
 # ---------------------------------------------------------------------------
-# Consent
+# The authorization endpoint and consent
 # ---------------------------------------------------------------------------
+class ConsentStep(enum.Enum):
+    """What the authorization endpoint does next with a valid request (RFC 6749 §4.1.1)."""
+
+    REMEMBERED = "remembered"  # an approval already given covers it: answer without asking
+    ASK = "ask"  # show the consent page
+
+
+def authorization_refusal_record(
+    *, request: HttpRequest, error: str, client: Client | None = None, client_id: str = ""
+) -> None:
+    """Audit a refused authorization request (RFC 6749 §4.1.2.1 ``error``), naming the client if known.
+
+    ``client_id`` is looked up when the request was refused before DOT identified the client.
+    """
+    if client is None and client_id:
+        client = Client.objects.filter(client_id=client_id).first()
+    audit_record(event=AuditKind.AUTHORIZE_ERROR, request=request, client=client, detail={"error": error})
+
+
+def authorization_client_get(*, client_id: str, ip: str | None, host: str, request: HttpRequest) -> Client:
+    """The client of an authorization request DOT has validated.
+
+    A client DOT created from its metadata document (CIMD) is noted with where it came from at
+    its first authorization request (``client_record_metadata_document``).
+    """
+    client = Client.objects.get(client_id=client_id)
+    if client.registration_source == Client.RegistrationSource.CIMD and not client.registered_host:
+        client_record_metadata_document(client=client, ip=ip, host=host, request=request)
+    return client
+
+
+def consent_shown_session_key(client: Client) -> str:
+    """The session key holding the redirect URIs the person was shown on the consent page for ``client``."""
+    return f"mcpgate.consent_shown.{client.pk}"
+
+
+def consent_page_prepare(*, request: HttpRequest, client: Client, scopes: list[str], forced: bool) -> ConsentStep:
+    """Whether to ask the person (``ConsentStep.ASK``) or answer from an approval already given.
+
+    ``forced``: the client asked for the page (``prompt=consent`` or ``login``). When the page is
+    shown it is audited, and the client's redirect URIs are kept in the session: an approval is
+    remembered only if the client still has these when it arrives (``consent_record``).
+    """
+    if not forced and consent_covers(user=request.user, client=client, scopes=scopes):
+        return ConsentStep.REMEMBERED
+    audit_record(event=AuditKind.CONSENT_SHOWN, request=request, client=client, detail={"scope": " ".join(scopes)})
+    request.session[consent_shown_session_key(client)] = client.redirect_uris
+    return ConsentStep.ASK
+
+
+def consent_reuse_record(*, request: HttpRequest, client: Client, scopes: list[str]) -> None:
+    """Audit an authorization answered from a remembered approval, without the consent page."""
+    audit_record(event=AuditKind.CONSENT_REMEMBERED, request=request, client=client, detail={"scope": " ".join(scopes)})
+
+
 def consent_covers(*, user: Any, client: Client, scopes: list[str]) -> bool:
     consent = Consent.objects.filter(user=user, client=client).first()
     return consent is not None and consent.covers(scopes)

@@ -21,17 +21,19 @@ from audit.services import audit_record
 from mcpgate.hosts import host_for_request
 
 from .. import services
+from ..authorization import (
+    MALFORMED_CHALLENGE,
+    S256_CHALLENGE,
+    AuthorizationRefusal,
+    authorization_request_problem,
+    consent_forced,
+)
 from ..models import Client
-from ..resources import canonical_resource
 from ..scopes import all_scopes, tools_needing
-from ..text import contains_nul
+from ..text import NUL_IN_REQUEST, contains_nul, nul_in_parameters
 from .common import (
     INCOMPLETE_CONSENT,
-    MALFORMED_CHALLENGE,
     MALFORMED_QUERY,
-    NUL_IN_REQUEST,
-    S256_CHALLENGE,
-    nul_in_parameters,
     with_iss,
 )
 
@@ -93,74 +95,46 @@ class AuthorizeView(AuthorizationView):
         return None
 
     def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        """Validate (DOT), apply the policy (oauth_ext.authorization), then consent or answer (services)."""
         host = host_for_request(request)
         try:
             scopes, credentials = self.validate_authorization_request(request)
         except OAuthToolkitError as error:
-            audit_record(
-                event=AuditKind.AUTHORIZE_ERROR,
-                request=request,
-                client=Client.objects.filter(client_id=request.GET.get("client_id", "")).first(),
-                detail={"error": error.oauthlib_error.error},
+            services.authorization_refusal_record(
+                request=request, error=error.oauthlib_error.error, client_id=request.GET.get("client_id", "")
             )
             return self.error_response(error, application=None)
-        client = Client.objects.get(client_id=credentials["client_id"])
-        if client.registration_source == Client.RegistrationSource.CIMD and not client.registered_host:
-            services.client_record_metadata_document(
-                client=client, ip=getattr(request, "mcpgate_client_ip", None), host=host.name, request=request
+        client = services.authorization_client_get(
+            client_id=credentials["client_id"],
+            ip=getattr(request, "mcpgate_client_ip", None),
+            host=host.name,
+            request=request,
+        )
+        problem = authorization_request_problem(query=request.GET, credentials=credentials, resource=host.resource)
+        if problem is not None:
+            return self._refuse(client, credentials, problem)
+        step = services.consent_page_prepare(
+            request=request, client=client, scopes=list(scopes), forced=consent_forced(request.GET)
+        )
+        if step is services.ConsentStep.ASK:
+            return super().get(request, *args, **kwargs)
+        credentials["resource"] = [host.resource]
+        try:
+            uri, _headers, _body, _status = self.create_authorization_response(
+                request=request, scopes=" ".join(scopes), credentials=credentials, allow=True
             )
-        if nul_in_parameters(request.GET):
-            # Any other parameter (state, nonce...) would be stored with the code.
-            return self._refuse(client, credentials, "invalid_request", NUL_IN_REQUEST)
-        if credentials.get("code_challenge_method") != "S256":
-            # RFC 9700 §2.1.1: S256 only. oauthlib takes a missing method to mean "plain"
-            # (RFC 7636 §4.3) and DOT refuses plain only once the code is minted, i.e.
-            # after the person has been asked; refuse before the consent page instead.
-            return self._refuse(
-                client, credentials, "invalid_request", 'Unsupported code_challenge_method; use "S256".'
-            )
-        if not S256_CHALLENGE.fullmatch(credentials.get("code_challenge") or ""):
-            # oauthlib takes any string; a challenge no verifier can match is refused now,
-            # not after the person has been asked.
-            return self._refuse(client, credentials, "invalid_request", MALFORMED_CHALLENGE)
-        for value in request.GET.getlist("resource"):
-            if canonical_resource(value) != host.resource:
-                return self._refuse(
-                    client,
-                    credentials,
-                    "invalid_target",
-                    f"Unknown resource; this server issues tokens for {host.resource} only.",
-                )
-        prompt = set(request.GET.get("prompt", "").split())
-        if not prompt & {"consent", "login"} and services.consent_covers(
-            user=request.user, client=client, scopes=list(scopes)
-        ):
-            credentials["resource"] = [host.resource]
-            try:
-                uri, _headers, _body, _status = self.create_authorization_response(
-                    request=request, scopes=" ".join(scopes), credentials=credentials, allow=True
-                )
-            except OAuthToolkitError as error:
-                return self.error_response(error, client)
-            audit_record(
-                event=AuditKind.CONSENT_REMEMBERED, request=request, client=client, detail={"scope": " ".join(scopes)}
-            )
-            return self.redirect(uri, client)
-        audit_record(event=AuditKind.CONSENT_SHOWN, request=request, client=client, detail={"scope": " ".join(scopes)})
-        # What the person is shown approval for: an approval is remembered only if the client
-        # still has these redirect URIs when it arrives (services.consent_record).
-        request.session[self._shown_key(client)] = client.redirect_uris
-        return super().get(request, *args, **kwargs)
+        except OAuthToolkitError as error:
+            return self.error_response(error, client)
+        services.consent_reuse_record(request=request, client=client, scopes=list(scopes))
+        return self.redirect(uri, client)
 
-    @staticmethod
-    def _shown_key(client: Client) -> str:
-        return f"mcpgate.consent_shown.{client.pk}"
-
-    def _refuse(self, client: Client, credentials: dict[str, Any], error: str, description: str) -> HttpResponse:
+    def _refuse(self, client: Client, credentials: dict[str, Any], problem: AuthorizationRefusal) -> HttpResponse:
         """An error response to the client's validated redirect URI, echoing ``state`` (RFC 6749 §4.1.2.1)."""
-        audit_record(event=AuditKind.AUTHORIZE_ERROR, request=self.request, client=client, detail={"error": error})
+        services.authorization_refusal_record(request=self.request, error=problem.error, client=client)
         refusal = OAuthToolkitError(
-            error=CustomOAuth2Error(error=error, description=description, state=credentials.get("state")),
+            error=CustomOAuth2Error(
+                error=problem.error, description=problem.description, state=credentials.get("state")
+            ),
             redirect_uri=credentials["redirect_uri"],
         )
         return self.error_response(refusal, client)
@@ -199,7 +173,7 @@ class AuthorizeView(AuthorizationView):
                 client=client,
                 scopes=scopes,
                 host=host_for_request(self.request).name,
-                redirect_uris_shown=self.request.session.get(self._shown_key(client), ""),
+                redirect_uris_shown=self.request.session.get(services.consent_shown_session_key(client), ""),
             )
             detail: dict[str, Any] = {"scope": " ".join(scopes)}
             if remembered is None:  # its redirect URIs changed while the page was open

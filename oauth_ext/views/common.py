@@ -1,4 +1,4 @@
-"""Request checks and error shapes the OAuth views share (RFC 6749 §5.2 errors, NUL and encoding checks)."""
+"""Request checks the OAuth views share (NUL and encoding checks) and the descriptions of oauthlib's errors."""
 
 from __future__ import annotations
 
@@ -9,21 +9,14 @@ import logging
 import re
 from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
 
-from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
+from django.http import HttpRequest, HttpResponse
 from oauthlib.common import INVALID_HEX_PATTERN
 
-from ..text import NUL, contains_nul
+from mcpgate.errors import refusal
+
+from ..text import NUL, NUL_IN_REQUEST, contains_nul, nul_in_parameters
 
 logger = logging.getLogger(__name__)
-
-
-def oauth_error(error: str, description: str, status: int = 400, **headers: str) -> JsonResponse:
-    """RFC 6749 §5.2 error body; never cached."""
-    response = JsonResponse({"error": error, "error_description": description}, status=status)
-    response["Cache-Control"] = "no-store"
-    for name, value in headers.items():
-        response[name.replace("_", "-")] = value
-    return response
 
 
 # RFC 6749 §5.2 and RFC 7009 §2.2.1 codes that oauthlib sends without a description.
@@ -38,11 +31,17 @@ ERROR_DESCRIPTIONS = {
 }
 
 
-def with_error_description(response: HttpResponse) -> HttpResponse:
-    """Give a JSON error from DOT's token or revocation core our shape: error, error_description, no-store.
+# oauthlib's and DOT's headers that describe the body they wrote, which the refusal writes anew.
+_BODY_HEADERS = frozenset({"content-type", "content-length", "cache-control", "pragma"})
 
-    An error raised while the token is being saved (RFC 8707 ``invalid_target``) reaches DOT
-    without oauthlib's headers, so the content type is set here too.
+
+def with_error_description(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    """A JSON error from DOT's token or revocation core in our shape (mcpgate.errors.refusal).
+
+    oauthlib leaves ``error_description`` out for most codes; ours always has one. Its other
+    headers (WWW-Authenticate on a 401) are kept. An error raised while the token is being saved
+    (RFC 8707 ``invalid_target``) reaches DOT without oauthlib's headers: the refusal has them all.
+    Any other response is returned as it is.
     """
     try:
         body = json.loads(response.content)
@@ -50,12 +49,14 @@ def with_error_description(response: HttpResponse) -> HttpResponse:
         return response
     if not isinstance(body, dict) or not body.get("error"):
         return response
-    if not body.get("error_description"):
-        body["error_description"] = ERROR_DESCRIPTIONS.get(body["error"], "The request was refused.")
-        response.content = json.dumps(body).encode()
-    response["Content-Type"] = "application/json"
-    response["Cache-Control"] = "no-store"
-    return response
+    error = str(body["error"])
+    return refusal(
+        request,
+        status=response.status_code,
+        error=error,
+        description=str(body.get("error_description") or ERROR_DESCRIPTIONS.get(error, "The request was refused.")),
+        headers={name: value for name, value in response.items() if name.lower() not in _BODY_HEADERS},
+    )
 
 
 def with_iss(uri: str, issuer: str) -> str:
@@ -69,24 +70,6 @@ def with_iss(uri: str, issuer: str) -> str:
 # ---------------------------------------------------------------------------
 # Malformed parameters
 # ---------------------------------------------------------------------------
-NUL_IN_REQUEST = "The request contains a NUL character."
-
-
-def nul_in_parameters(*queries: QueryDict) -> bool:
-    """Whether any name or value of these QueryDicts contains NUL.
-
-    No OAuth parameter may (RFC 6749 Appendix A: client_id, code, token, state... are
-    printable ASCII; URIs have no NUL either), and PostgreSQL cannot store or even compare
-    a string with one: the query raises. So such a request is malformed, and is refused
-    before any of it reaches the database.
-    """
-    for query in queries:
-        for name, values in query.lists():
-            if NUL in name or contains_nul(values):
-                return True
-    return False
-
-
 def basic_credentials(request: HttpRequest) -> tuple[str, str] | None:
     """The client_id and secret of an RFC 6749 §2.3.1 Basic header, decoded as DOT decodes them, or None."""
     header = request.META.get("HTTP_AUTHORIZATION", "")
@@ -160,15 +143,26 @@ def client_request_problem(request: HttpRequest) -> HttpResponse | None:
     a failure MUST be answered 401 with a ``WWW-Authenticate`` challenge for the scheme used.
     """
     if nul_in_client_request(request):
-        return oauth_error("invalid_request", NUL_IN_REQUEST)
+        return refusal(request, status=400, error="invalid_request", description=NUL_IN_REQUEST)
     if INVALID_HEX_PATTERN.search(request.META.get("QUERY_STRING", "")):
         # oauthlib reads the query string too, and its urldecode raises ValueError on this.
-        return oauth_error("invalid_request", MALFORMED_QUERY)
+        return refusal(request, status=400, error="invalid_request", description=MALFORMED_QUERY)
     if malformed_basic_credentials(request):
-        return oauth_error("invalid_client", MALFORMED_BASIC, 401, WWW_Authenticate=BASIC_CHALLENGE)
+        return refusal(
+            request,
+            status=401,
+            error="invalid_client",
+            description=MALFORMED_BASIC,
+            headers={"WWW-Authenticate": BASIC_CHALLENGE},
+        )
     repeated = repeated_parameter(request)
     if repeated is not None:
-        return oauth_error("invalid_request", f"The parameter {printable(repeated, 64)} was sent more than once.")
+        return refusal(
+            request,
+            status=400,
+            error="invalid_request",
+            description=f"The parameter {printable(repeated, 64)} was sent more than once.",
+        )
     return None
 
 
@@ -177,12 +171,7 @@ def printable(value: str, limit: int) -> str:
     return value.replace(NUL, "\ufffd")[:limit]
 
 
-# RFC 7636 §4.2: BASE64URL(SHA256(verifier)) without padding is always 43 characters.
-S256_CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")
 # RFC 7636 §4.1: code-verifier = 43*128unreserved.
 CODE_VERIFIER = re.compile(r"[A-Za-z0-9._~-]{43,128}")
-MALFORMED_CHALLENGE = (
-    "code_challenge must be the base64url-encoded SHA-256 digest of the code_verifier (43 characters, RFC 7636 §4.2)."
-)
 MALFORMED_VERIFIER = "code_verifier must be 43 to 128 characters of A-Z a-z 0-9 - . _ ~ (RFC 7636 §4.1)."
 INCOMPLETE_CONSENT = "The consent form is incomplete or names no known application."

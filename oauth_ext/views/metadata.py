@@ -13,6 +13,7 @@ from oauth2_provider.views import (
     OAuthServerMetadataView,
 )
 
+from mcpgate.errors import refusal
 from mcpgate.hosts import MCP_PATH, host_for_request
 
 from ..scopes import BASIC_SCOPE, all_scopes
@@ -51,9 +52,7 @@ class ProtectedResourceMetadataView(OAuthProtectedResourceMetadataView):
     def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         resource_path = kwargs.get("resource_path")
         if resource_path is not None and "/" + resource_path.strip("/") != MCP_PATH:
-            return JsonResponse(
-                {"error": "not_found", "error_description": "No protected resource at this path."}, status=404
-            )
+            return refusal(request, status=404, error="not_found", description="No protected resource at this path.")
         response = super().get(request, *args, **kwargs)
         response["Cache-Control"] = "public, max-age=300"
         return response

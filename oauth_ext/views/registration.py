@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import timedelta
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import ValidationError
@@ -22,6 +20,7 @@ from oauth2_provider.views import (
 
 from audit.models import AuditKind
 from audit.services import audit_record
+from mcpgate.errors import refusal
 from mcpgate.hosts import host_for_request
 
 from .. import services
@@ -32,9 +31,9 @@ from ..registration import (
     check_registration_metadata,
     check_update_metadata,
     registration_metadata,
+    registration_request,
 )
 from ..scopes import BASIC_SCOPE
-from .common import oauth_error
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +76,13 @@ class RegisterView(DynamicClientRegistrationView):
 
     def http_method_not_allowed(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         """RFC 7591 §3: registration is a POST; other methods get §3.2.2's JSON shape, not Django's empty page."""
-        return oauth_error("invalid_request", "Register a client with POST (RFC 7591 §3.1).", 405, Allow="POST")
+        return refusal(
+            request,
+            status=405,
+            error="invalid_request",
+            description="Register a client with POST (RFC 7591 §3.1).",
+            headers={"Allow": "POST"},
+        )
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         response = self._register(request, *args, **kwargs)
@@ -86,38 +91,27 @@ class RegisterView(DynamicClientRegistrationView):
         return response
 
     def _register(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        host = host_for_request(request)
-        ip = getattr(request, "mcpgate_client_ip", None)
+        """Parse and check (oauth_ext.registration), let DOT create the client, record it (services)."""
         try:
-            metadata = registration_metadata(request.body)
-            check_registration_metadata(metadata)
-        except RegistrationRefused as refusal:
-            audit_record(event=AuditKind.REGISTER_REFUSED, request=request, detail={"error": refusal.error})
-            return oauth_error(refusal.error, refusal.description)
-        response = super().post(request, *args, **kwargs)
-        if response.status_code != 201:
-            audit_record(
-                event=AuditKind.REGISTER_REFUSED,
-                request=request,
-                detail={"error": json.loads(response.content).get("error", "")},
-            )
-            return response
-        issued = json.loads(response.content)
-        client = services.client_record_registration(
-            client_id=issued["client_id"], metadata=metadata, ip=ip, host=host.name
-        )
-        audit_record(
-            event=AuditKind.REGISTER,
+            metadata = registration_request(request.body)
+        except RegistrationRefused as refused:
+            services.registration_refusal_record(request=request, error=refused.error)
+            return refusal(request, status=400, error=refused.error, description=refused.description)
+        # DOT's view is the one public way to create the client and its registration token.
+        created = super().post(request, *args, **kwargs)
+        if created.status_code != 201:
+            services.registration_refusal_record(request=request, error=json.loads(created.content).get("error", ""))
+            return created
+        registered = services.client_register(
+            issued=json.loads(created.content),
+            metadata=metadata,
+            ip=getattr(request, "mcpgate_client_ip", None),
+            host=host_for_request(request).name,
             request=request,
-            client=client,
-            detail={"auth_method": client.token_endpoint_auth_method, "software_id": client.software_id},
         )
         body = client_information(
-            request, client, issued["registration_access_token"], secret=issued.get("client_secret")
+            request, registered.client, registered.registration_access_token, secret=registered.client_secret
         )
-        # Registrations that never lead to a grant pile up (claude.ai registers on every
-        # fresh connection); registering is what adds them, so it is also what sweeps them.
-        services.clients_purge_unused(older_than=timedelta(hours=settings.MCPGATE_UNUSED_CLIENT_PURGE_HOURS))
         return JsonResponse(body, status=201)
 
 
@@ -150,11 +144,12 @@ class RegistrationManagementView(DynamicClientRegistrationManagementView):
 
         Django's own answer is an empty HTML page, which a client of a JSON API cannot read.
         """
-        return oauth_error(
-            "invalid_request",
-            "Use GET to read, PUT to update or DELETE to remove this registration (RFC 7592 §2).",
-            405,
-            Allow="GET, PUT, DELETE",
+        return refusal(
+            request,
+            status=405,
+            error="invalid_request",
+            description="Use GET to read, PUT to update or DELETE to remove this registration (RFC 7592 §2).",
+            headers={"Allow": "GET, PUT, DELETE"},
         )
 
     def _authenticated(self, request: HttpRequest, client_id: str) -> tuple[Client, str] | HttpResponse:
@@ -169,11 +164,12 @@ class RegistrationManagementView(DynamicClientRegistrationManagementView):
             return read
         client = Client.objects.filter(client_id=client_id).first()
         if client is None:  # deleted in the meantime
-            return oauth_error(
-                "invalid_token",
-                "Invalid registration access token",
-                401,
-                WWW_Authenticate='Bearer error="invalid_token"',
+            return refusal(
+                request,
+                status=401,
+                error="invalid_token",
+                description="Invalid registration access token",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
             )
         return client, str(json.loads(read.content)["registration_access_token"])
 
@@ -196,8 +192,8 @@ class RegistrationManagementView(DynamicClientRegistrationManagementView):
             check_registration_metadata(metadata)
             check_update_metadata(client, metadata)
             client, token, changes = services.client_update_registration(client=client, metadata=metadata)
-        except RegistrationRefused as refusal:
-            error, description = refusal.error, refusal.description
+        except RegistrationRefused as refused:
+            error, description = refused.error, refused.description
         except ValidationError as invalid:  # Client.clean(), DOT's checks included
             error, description = INVALID_METADATA, " ".join(invalid.messages)
         else:
@@ -205,14 +201,10 @@ class RegistrationManagementView(DynamicClientRegistrationManagementView):
                 event=AuditKind.REGISTRATION_UPDATED, request=request, user=REGISTRANT, client=client, detail=changes
             )
             return JsonResponse(client_information(request, client, token or presented, secret=None))
-        audit_record(
-            event=AuditKind.REGISTER_REFUSED,
-            request=request,
-            user=REGISTRANT,
-            client=client,
-            detail={"error": error, "operation": "update"},
+        services.registration_refusal_record(
+            request=request, error=error, user=REGISTRANT, client=client, operation="update"
         )
-        return oauth_error(error, description)
+        return refusal(request, status=400, error=error, description=description)
 
     def delete(self, request: HttpRequest, client_id: str, *args: Any, **kwargs: Any) -> HttpResponse:
         """RFC 7592 §2.3: the client goes, and with it (cascade) its tokens, codes and consents."""

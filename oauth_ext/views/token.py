@@ -15,6 +15,7 @@ from oauth2_provider.views import (
 
 from audit.models import AuditKind
 from audit.services import audit_record
+from mcpgate.errors import refusal
 
 from ..models import Client
 from ..registration import SUPPORTED_GRANT_TYPES
@@ -26,7 +27,6 @@ from .common import (
     MALFORMED_VERIFIER,
     basic_credentials,
     client_request_problem,
-    oauth_error,
     printable,
     with_error_description,
 )
@@ -47,7 +47,7 @@ class TokenEndpointView(TokenView):
     """RFC 6749 §3.2 token endpoint (authorization_code with PKCE, refresh_token); refusals audited."""
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        response = self._malformed(request) or with_error_description(super().post(request, *args, **kwargs))
+        response = self._malformed(request) or with_error_description(request, super().post(request, *args, **kwargs))
         if response.status_code == 401:
             # RFC 6749 §5.2: the challenge names the scheme clients authenticate with here
             # (oauthlib answers with a Bearer challenge, which is the resource server's scheme).
@@ -77,7 +77,7 @@ class TokenEndpointView(TokenView):
         try:
             response: HttpResponse = super().authorization_flow_token_response(request, *args, **kwargs)
         except get_access_token_model().DoesNotExist:
-            return oauth_error("invalid_grant", ERROR_DESCRIPTIONS["invalid_grant"])
+            return refusal(request, status=400, error="invalid_grant", description=ERROR_DESCRIPTIONS["invalid_grant"])
         return response
 
     @staticmethod
@@ -95,10 +95,15 @@ class TokenEndpointView(TokenView):
             return problem
         grant_type = request.POST.get("grant_type")
         if grant_type not in SUPPORTED_GRANT_TYPES:
-            return oauth_error("unsupported_grant_type", "This server supports authorization_code and refresh_token.")
+            return refusal(
+                request,
+                status=400,
+                error="unsupported_grant_type",
+                description="This server supports authorization_code and refresh_token.",
+            )
         verifiers = request.GET.getlist("code_verifier") + request.POST.getlist("code_verifier")
         if grant_type == "authorization_code" and not all(CODE_VERIFIER.fullmatch(v) for v in verifiers):
-            return oauth_error("invalid_request", MALFORMED_VERIFIER)
+            return refusal(request, status=400, error="invalid_request", description=MALFORMED_VERIFIER)
         return None
 
 
@@ -109,7 +114,7 @@ class RevokeEndpointView(RevokeTokenView):
         problem = client_request_problem(request)  # RFC 7009 §2.2.1: RFC 6749 §5.2 errors
         if problem is not None:
             return problem
-        response = with_error_description(super().post(request, *args, **kwargs))
+        response = with_error_description(request, super().post(request, *args, **kwargs))
         if response.status_code == 200:
             client_id = _client_id_of(request)
             audit_record(

@@ -98,6 +98,36 @@ def test_unconfigured_host_gets_a_page_on_browser_routes(http: HttpClient, path:
     assert response["Cache-Control"] == "no-store"
 
 
+def test_unconfigured_host_refusal_is_exact_and_never_cached(http: HttpClient) -> None:
+    response = http.post("/oauth/token", {"grant_type": "refresh_token"}, HTTP_HOST="evil.example")
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/json"
+    assert response["Cache-Control"] == "no-store"
+    assert response["Pragma"] == "no-cache"
+    assert response.content == b'{"error": "invalid_request", "error_description": "This host is not served here."}'
+
+
+def test_unconfigured_host_page_says_why_and_is_never_cached(http: HttpClient) -> None:
+    response = http.get("/admin/", HTTP_HOST="evil.example")
+    assert response.status_code == 400
+    assert response["Content-Type"] == "text/html; charset=utf-8"
+    assert response["Cache-Control"] == "no-store"
+    assert response["Content-Security-Policy"] == (
+        "default-src 'none'; style-src 'self'; frame-ancestors 'none'; base-uri 'none'"
+    )
+    page = response.content.decode()
+    assert "<h1>Bad Request (400)</h1>" in page
+    assert "This host is not served here." in page
+
+
+def test_unconfigured_host_on_mcp_is_the_resource_servers_refusal(http: HttpClient) -> None:
+    """RFC 6750 §3's JSON object, as /mcp's 401 (tests/mcp_bridge/test_auth.py pins it over ASGI too)."""
+    response = http.post("/mcp", {}, content_type="application/json", HTTP_HOST="evil.example")
+    assert response.status_code == 400
+    assert response["Cache-Control"] == "no-store"
+    assert response.json() == NOT_SERVED
+
+
 @pytest.mark.parametrize("host", ["127.0.0.1:8001", "127.0.0.1", "mcp.example.com:8443", "localhost:8000"])
 def test_configured_name_on_another_port_refused(http: HttpClient, host: str) -> None:
     response = http.get(AS_METADATA, HTTP_HOST=host)

@@ -190,6 +190,15 @@ def test_prm_for_another_path_is_not_found(http: HttpClient) -> None:
     assert response.json() == oauth_error("not_found", "No protected resource at this path.")
 
 
+def test_prm_not_found_is_never_cached(http: HttpClient) -> None:
+    """The documents themselves are cached for five minutes; the refusal is not (it used to carry no Cache-Control)."""
+    response = get(http, "/.well-known/oauth-protected-resource/other")
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response["Cache-Control"] == "no-store"
+    assert response.content == b'{"error": "not_found", "error_description": "No protected resource at this path."}'
+
+
 def test_resource_is_lowercase_and_without_trailing_slash_whatever_the_host_header(http: HttpClient) -> None:
     data = get(http, PRM_MCP, host="MCP.Example.COM").json()
     assert data["resource"] == "https://mcp.example.com/mcp"

@@ -86,6 +86,7 @@ def assert_refused(response: Any, http: HttpClient) -> None:
     """The 403 page, one audited refusal, and nobody signed in or created."""
     assert response.status_code == 403, response.content
     assert response["Content-Type"].startswith("text/html")
+    assert response["Cache-Control"] == "no-store"
     html = response.content.decode()
     assert "You cannot sign in here" in html
     assert REFUSAL in html
