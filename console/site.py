@@ -44,6 +44,9 @@ class OperatorsAdminSite(AdminSite):
                 {**self.each_context(request), "title": "Not an operator"},
                 status=403,
             )
+            # A refusal, like every other (mcpgate.errors): never cached. It cannot go through
+            # mcpgate.errors.refusal because it is drawn with the admin's own context.
+            response["Cache-Control"] = "no-store"
         else:
             response = super().login(request, extra_context)
         response["Content-Security-Policy"] = CONSOLE_CSP

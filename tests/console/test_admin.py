@@ -140,6 +140,8 @@ def test_non_operator_is_refused_with_a_page_not_a_password_form() -> None:
     page = alice.get("/admin/", follow=True)
     assert page.status_code == 403
     assert b"not an operator" in page.content
+    assert page["Cache-Control"] == "no-store"
+    assert page["Content-Type"].startswith("text/html")
     assert b'type="password"' not in page.content
     assert alice.get(reverse("admin:oauth_ext_client_changelist"), follow=True).status_code == 403
     assert not user(ALICE).is_staff
