@@ -3,8 +3,13 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-BIND ?= $(or $(MCPGATE_BIND),127.0.0.1:8000)
-PORT := $(lastword $(subst :, ,$(BIND)))
+# `make run BIND=host:port` overrides the address; otherwise gunicorn takes MCPGATE_BIND from the
+# environment, then from the .env file (deploy/gunicorn.conf.py), so the real environment wins.
+BIND ?=
+# The local settings file the app loads (mcpgate.env.load_env_file): MCPGATE_ENV_FILE or .env.
+ENV_FILE := $(or $(MCPGATE_ENV_FILE),.env)
+# The port the URLs written to a new .env use.
+PORT := $(lastword $(subst :, ,$(or $(BIND),$(MCPGATE_BIND),127.0.0.1:8000)))
 
 .PHONY: run test test-sqlite test-postgres soak lint typecheck check venv e2e-tools clean
 
@@ -25,22 +30,22 @@ $(E2E_NODE)/node_modules/.installed: $(E2E_NODE)/package.json $(E2E_NODE)/packag
 
 e2e-tools: $(E2E_NODE)/node_modules/.installed
 
-# A local .env with a random SECRET_KEY and loopback URLs, written once, never committed.
-.env:
-	@echo "SECRET_KEY=$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))')" > .env
-	@echo "MCPGATE_INTERNAL_URL=http://127.0.0.1:$(PORT)" >> .env
-	@echo "MCPGATE_PUBLIC_URL=http://localhost:$(PORT)" >> .env
-	@echo "wrote .env (local settings; edit freely)"
+# A local .env with a random SECRET_KEY and loopback URLs, written once, never committed. It is not
+# sourced here: the settings load it under the real environment (SECRET_KEY=… make run wins).
+$(ENV_FILE):
+	@echo "SECRET_KEY=$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))')" > $@
+	@echo "MCPGATE_INTERNAL_URL=http://127.0.0.1:$(PORT)" >> $@
+	@echo "MCPGATE_PUBLIC_URL=http://localhost:$(PORT)" >> $@
+	@echo "wrote $@ (local settings; edit freely)"
 
-run: venv .env
-	set -a; source .env; set +a; \
+run: venv $(ENV_FILE)
 	$(PY) manage.py migrate --noinput && \
-	exec $(VENV)/bin/gunicorn -c deploy/gunicorn.conf.py -k uvicorn_worker.UvicornWorker --bind $(BIND) mcpgate.asgi:application
+	exec $(VENV)/bin/gunicorn -c deploy/gunicorn.conf.py -k uvicorn_worker.UvicornWorker $(if $(BIND),--bind $(BIND)) mcpgate.asgi:application
 
 test: venv e2e-tools lint typecheck test-sqlite test-postgres
 
 test-sqlite: venv
-	env -u DATABASE_URL $(VENV)/bin/pytest $(PYTEST_ARGS)
+	env -u DATABASE_URL -u MCPGATE_TEST_DATABASE_URL $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test-postgres: venv
 	$(PY) -m tests.pgcluster $(VENV)/bin/pytest $(PYTEST_ARGS)

@@ -4,9 +4,24 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+from pathlib import Path
 
-bind = os.environ.get("MCPGATE_BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("MCPGATE_WORKERS", "2"))
+CHECKOUT = Path(__file__).resolve().parent.parent
+# gunicorn puts only its working directory on sys.path before reading this file; started from
+# elsewhere (gunicorn --chdir), the settings helpers must still be found.
+if str(CHECKOUT) not in sys.path:
+    sys.path.insert(0, str(CHECKOUT))
+
+from mcpgate.env import envint, envstr, load_env_file  # noqa: E402 - needs the path above
+
+# The same .env as the settings (MCPGATE_ENV_FILE or the checkout's), under the real environment:
+# MCPGATE_BIND written there is honoured by `make run`, MCPGATE_BIND=… make run beats it, and
+# --bind on the command line (make run BIND=…) beats both.
+load_env_file(default=CHECKOUT / ".env")
+
+bind = envstr("MCPGATE_BIND", "127.0.0.1:8000")
+workers = envint("MCPGATE_WORKERS", 2, minimum=1)
 # ASGI (mcpgate.asgi:application): /mcp is the MCP SDK's ASGI transport; Django serves the rest.
 worker_class = os.environ.get("MCPGATE_WORKER_CLASS", "uvicorn_worker.UvicornWorker")
 timeout = 30

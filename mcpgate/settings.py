@@ -1,172 +1,37 @@
-"""Django settings for mcpgate: one module, every value read from the environment."""
+"""Django settings for mcpgate: one module, every value read from the environment (mcpgate.env)."""
 
 from __future__ import annotations
 
-import ipaddress
-import os
-import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
+from mcpgate.env import (
+    envbaseurl,
+    envbool,
+    envcache,
+    envchoice,
+    envdatabase,
+    envint,
+    envlist,
+    envnetworks,
+    envrate,
+    envsecret,
+    envstr,
+    load_env_file,
+)
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-
-# ---------------------------------------------------------------------------
-# Typed helpers (healthchecks style): a bad value fails loudly at start-up.
-# ---------------------------------------------------------------------------
-def envstr(name: str, default: str = "") -> str:
-    return os.environ.get(name, default)
-
-
-def envsecret(name: str, default: str = "") -> str:
-    """Read NAME, or the file named by NAME_FILE (container secrets)."""
-    path = os.environ.get(f"{name}_FILE")
-    if path:
-        try:
-            return Path(path).read_text().strip()
-        except OSError as exc:
-            raise ImproperlyConfigured(f"{name}_FILE: cannot read {path}: {exc.strerror}") from None
-    return os.environ.get(name, default)
-
-
-def envbool(name: str, default: str) -> bool:
-    value = os.environ.get(name, default)
-    if value not in ("True", "False"):
-        raise ImproperlyConfigured(f"{name} must be True or False, not {value!r}")
-    return value == "True"
-
-
-def envint(name: str, default: str, *, minimum: int = 0) -> int:
-    value = os.environ.get(name, default)
-    try:
-        number = int(value)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name} must be an integer, not {value!r}") from None
-    if number < minimum:
-        raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {number}")
-    return number
-
-
-def envlist(name: str, default: str = "") -> list[str]:
-    """A comma- or whitespace-separated list; empty items are dropped."""
-    return [item for item in os.environ.get(name, default).replace(",", " ").split() if item]
-
-
-def envnetworks(name: str, default: str = "") -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    networks = []
-    for item in envlist(name, default):
-        try:
-            networks.append(ipaddress.ip_network(item, strict=False))
-        except ValueError:
-            raise ImproperlyConfigured(f"{name}: {item!r} is not an IP address or CIDR network") from None
-    return networks
-
-
-def is_loopback_host(hostname: str) -> bool:
-    if hostname == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(hostname).is_loopback
-    except ValueError:
-        return False
-
-
-def envbaseurl(name: str) -> str:
-    """An origin such as https://mcp.example.com; http only on loopback (RFC 8252 local use)."""
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return ""
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ImproperlyConfigured(f"{name} must be an absolute http(s) URL, not {value!r}")
-    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
-        raise ImproperlyConfigured(f"{name} must be an origin without path, query or credentials: {value!r}")
-    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
-        raise ImproperlyConfigured(f"{name} must use https unless it is a loopback address: {value!r}")
-    # Lower-case scheme and host: clients compare issuer and resource byte for byte (checklist D4, S2).
-    return f"{parts.scheme}://{parts.netloc.lower()}"
-
-
-def envdatabase(url: str) -> dict[str, object]:
-    if not url:
-        name = envstr("MCPGATE_SQLITE_PATH", str(BASE_DIR / "db.sqlite3"))
-        return {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": name,
-            # A file, not Django's in-memory default, so a gunicorn started by a test sees its data.
-            "TEST": {"NAME": name + "-test"},
-            "CONN_MAX_AGE": envint("MCPGATE_DB_CONN_MAX_AGE", "60"),
-            "OPTIONS": {
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 20,
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-            },
-        }
-    parts = urlsplit(url)
-    if parts.scheme not in ("postgres", "postgresql"):
-        raise ImproperlyConfigured(f"DATABASE_URL must be a postgres:// URL, not scheme {parts.scheme!r}")
-    options: dict[str, str] = {}
-    for pair in filter(None, parts.query.split("&")):
-        key, _, value = pair.partition("=")
-        options[key] = value
-    return {
-        "ENGINE": "django.db.backends.postgresql",
-        "NAME": parts.path.lstrip("/"),
-        "USER": parts.username or "",
-        "PASSWORD": parts.password or "",
-        # A socket directory may be given as ?host=/path (libpq convention).
-        "HOST": options.pop("host", parts.hostname or ""),
-        "PORT": str(parts.port or ""),
-        "OPTIONS": options,
-        # 0 by default: under the ASGI worker every request thread would keep its own persistent
-        # connection, and two workers exhausted PostgreSQL's 100 under the soak (docs/reliability.md).
-        "CONN_MAX_AGE": envint("MCPGATE_DB_CONN_MAX_AGE", "0"),
-        "CONN_HEALTH_CHECKS": True,
-    }
-
-
-# django-ratelimit's rate syntax: N per s, m, h or d, optionally per a multiple (100/5m). Its own
-# parser reads "30/M" or "30/min" as 30 per second; here anything but this exact form is refused.
-_RATE = re.compile(r"[1-9][0-9]*/([1-9][0-9]*)?[smhd]")
-
-
-def envrate(name: str, default: str) -> str:
-    """A rate limit such as ``30/m``, normalised to lower case."""
-    value = os.environ.get(name, default).strip().lower()
-    if not _RATE.fullmatch(value):
-        raise ImproperlyConfigured(
-            f"{name} must be a rate such as 30/m (a count per s, m, h or d, or per several: 100/5m), "
-            f"not {os.environ.get(name, default)!r}"
-        )
-    return value
-
-
-def envcache(url: str, directory: str) -> dict[str, object]:
-    """The cache the rate limits count in: on disk at ``directory``, or Redis for several hosts.
-
-    Counters must be shared by every worker and counted atomically (mcpgate.ratelimit): a
-    per-process memory cache would let each worker admit the whole limit, Django's file and
-    database caches do not increment atomically. diskcache (SQLite files) is shared by the
-    processes of one host; Redis by every replica.
-    """
-    if not url:
-        return {"BACKEND": "mcpgate.cache.DiskCache", "LOCATION": directory}
-    scheme = urlsplit(url).scheme
-    if scheme not in ("redis", "rediss", "unix"):
-        raise ImproperlyConfigured(f"CACHE_URL must be a redis://, rediss:// or unix:// URL, not scheme {scheme!r}")
-    return {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": url,
-        "OPTIONS": {"pool_class": "mcpgate.cache.SharedConnectionPool"},
-    }
-
+# A local .env (written by `make run`), or the file MCPGATE_ENV_FILE names. Loaded before anything
+# is read and never over a variable already set: the real environment always wins.
+load_env_file(default=BASE_DIR / ".env")
 
 # ---------------------------------------------------------------------------
 # Core
 # ---------------------------------------------------------------------------
-DEBUG = envbool("DEBUG", "False")
+DEBUG = envbool("DEBUG", False)
 SECRET_KEY = envsecret("SECRET_KEY")
 if not SECRET_KEY:
     if not DEBUG:
@@ -196,14 +61,12 @@ MCPGATE_GROUPS_HEADER = envstr("MCPGATE_GROUPS_HEADER", "X-Forwarded-Groups")
 # Verified identity: "headers" believes the email header from a trusted proxy; "id_token" instead
 # verifies the identity provider's ID token the proxy forwards (signature by the provider's JWKS,
 # issuer, audience = oauth2-proxy's client id, expiry, and Google's hd claim in MCPGATE_EMAIL_DOMAINS).
-MCPGATE_IDENTITY_MODE = envstr("MCPGATE_IDENTITY_MODE", "headers")
-if MCPGATE_IDENTITY_MODE not in ("headers", "id_token"):
-    raise ImproperlyConfigured(f"MCPGATE_IDENTITY_MODE must be headers or id_token, not {MCPGATE_IDENTITY_MODE!r}")
+MCPGATE_IDENTITY_MODE = envchoice("MCPGATE_IDENTITY_MODE", "headers", choices=("headers", "id_token"))
 MCPGATE_ID_TOKEN_HEADER = envstr("MCPGATE_ID_TOKEN_HEADER", "X-Forwarded-Id-Token")
 MCPGATE_OIDC_ISSUER = envstr("MCPGATE_OIDC_ISSUER", "https://accounts.google.com")
 MCPGATE_OIDC_JWKS_URL = envstr("MCPGATE_OIDC_JWKS_URL")  # unset: jwks_uri from the issuer's discovery document
 MCPGATE_OIDC_AUDIENCE = envstr("MCPGATE_OIDC_AUDIENCE")
-MCPGATE_OIDC_JWKS_CACHE_SECONDS = envint("MCPGATE_OIDC_JWKS_CACHE_SECONDS", "3600", minimum=60)
+MCPGATE_OIDC_JWKS_CACHE_SECONDS = envint("MCPGATE_OIDC_JWKS_CACHE_SECONDS", 3600, minimum=60)
 if MCPGATE_IDENTITY_MODE == "id_token" and not MCPGATE_OIDC_AUDIENCE:
     raise ImproperlyConfigured("MCPGATE_IDENTITY_MODE=id_token: set MCPGATE_OIDC_AUDIENCE to oauth2-proxy's client id.")
 # Operators: people (by email) or oauth2-proxy groups who get the admin console. Re-read at every
@@ -217,11 +80,11 @@ MCPGATE_ALLOWED_ORIGINS = envlist("MCPGATE_ALLOWED_ORIGINS")
 
 # OAuth policy
 MCPGATE_SCOPES = {"mcp": "Use the organisation's MCP tools as you"}
-MCPGATE_ACCESS_TOKEN_SECONDS = envint("MCPGATE_ACCESS_TOKEN_SECONDS", "3600", minimum=60)
-MCPGATE_REFRESH_TOKEN_SECONDS = envint("MCPGATE_REFRESH_TOKEN_SECONDS", str(30 * 86400), minimum=300)
-MCPGATE_REFRESH_GRACE_SECONDS = envint("MCPGATE_REFRESH_GRACE_SECONDS", "30")
-MCPGATE_REGISTRATION_RATE_PER_MINUTE = envint("MCPGATE_REGISTRATION_RATE_PER_MINUTE", "30", minimum=1)
-MCPGATE_UNUSED_CLIENT_PURGE_HOURS = envint("MCPGATE_UNUSED_CLIENT_PURGE_HOURS", "24", minimum=1)
+MCPGATE_ACCESS_TOKEN_SECONDS = envint("MCPGATE_ACCESS_TOKEN_SECONDS", 3600, minimum=60)
+MCPGATE_REFRESH_TOKEN_SECONDS = envint("MCPGATE_REFRESH_TOKEN_SECONDS", 30 * 86400, minimum=300)
+MCPGATE_REFRESH_GRACE_SECONDS = envint("MCPGATE_REFRESH_GRACE_SECONDS", 30)
+MCPGATE_REGISTRATION_RATE_PER_MINUTE = envint("MCPGATE_REGISTRATION_RATE_PER_MINUTE", 30, minimum=1)
+MCPGATE_UNUSED_CLIENT_PURGE_HOURS = envint("MCPGATE_UNUSED_CLIENT_PURGE_HOURS", 24, minimum=1)
 MCPGATE_CIMD_ALLOWED_HOSTS = envlist("MCPGATE_CIMD_ALLOWED_HOSTS", "claude.ai vscode.dev chatgpt.com")
 
 # Rate limits (mcpgate.ratelimit): fixed windows counted in the cache (CACHES below), shared by
@@ -238,12 +101,25 @@ MCPGATE_RATE_LIMIT_MCP = envrate("MCPGATE_RATE_LIMIT_MCP", "600/m")  # /mcp, per
 # and the count is written on the next row of that kind from that address (detail "suppressed").
 MCPGATE_AUDIT_ANONYMOUS_RATE = envrate("MCPGATE_AUDIT_ANONYMOUS_RATE", "10/m")
 # `manage.py purge_audit` deletes audit events older than this; 0 keeps them forever.
-MCPGATE_AUDIT_RETENTION_DAYS = envint("MCPGATE_AUDIT_RETENTION_DAYS", "365")
-# The embedded cache's directory (when CACHE_URL is unset): next to the SQLite database by default,
-# where the service can already write. Every worker process of the host must see the same one.
-MCPGATE_CACHE_DIR = envstr("MCPGATE_CACHE_DIR") or str(
-    Path(envstr("MCPGATE_SQLITE_PATH", str(BASE_DIR / "db.sqlite3"))).parent / "cache"
+MCPGATE_AUDIT_RETENTION_DAYS = envint("MCPGATE_AUDIT_RETENTION_DAYS", 365)
+
+# The database: DATABASE_URL (or DATABASE_URL_FILE), sqlite:// or postgres://; unset, SQLite here.
+MCPGATE_SQLITE_PATH = envstr("MCPGATE_SQLITE_PATH", str(BASE_DIR / "db.sqlite3"))
+DATABASES = {"default": envdatabase("DATABASE_URL", sqlite_path=MCPGATE_SQLITE_PATH)}
+# The embedded cache's directory (when CACHE_URL is unset): next to the SQLite database by default
+# (DATABASE_URL's when it is a sqlite:// one), where the service can already write. Every worker
+# process of the host must see the same one.
+_SQLITE_FILE = (
+    str(DATABASES["default"]["NAME"])
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
+    else MCPGATE_SQLITE_PATH
 )
+MCPGATE_CACHE_DIR = envstr("MCPGATE_CACHE_DIR") or str(Path(_SQLITE_FILE).parent / "cache")
+
+# Observability (mcpgate.observability): log lines as text or one JSON object each, and who may
+# scrape /metrics (loopback by default; empty: nobody).
+MCPGATE_LOG_FORMAT = envchoice("MCPGATE_LOG_FORMAT", "text", choices=("text", "json"))
+MCPGATE_METRICS_NETWORKS = envnetworks("MCPGATE_METRICS_NETWORKS", "127.0.0.0/8 ::1/128")
 
 # ---------------------------------------------------------------------------
 # Django
@@ -264,10 +140,13 @@ INSTALLED_APPS = [
     "oauth_ext",
     "mcp_bridge",
     "notes",  # example tools; remove from a deployment that does not want them
+    "mcpgate.observability.apps.ObservabilityConfig",  # metrics, traces and /metrics once the apps are loaded
 ]
 
 MIDDLEWARE = [
-    # First: decides which forwarded headers are believed and which host this is.
+    # Outermost, so it observes every request, the ones the middleware below refuses included.
+    "mcpgate.observability.middleware.ObservabilityMiddleware",
+    # Then: decides which forwarded headers are believed and which host this is.
     "mcpgate.middleware.TrustedProxyMiddleware",
     "mcpgate.middleware.HostMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -304,7 +183,6 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {"default": envdatabase(envsecret("DATABASE_URL"))}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "oauth_ext.User"
 
@@ -339,9 +217,9 @@ STATIC_URL = "/static/"
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = False
 
-# The rate limits' counters (see envcache). CACHE_URL=redis://… (or rediss://, unix://) for
+# The rate limits' counters (mcpgate.env.envcache). CACHE_URL=redis://… (or rediss://, unix://) for
 # several replicas; CACHE_URL_FILE for a URL with a password kept in a container secret.
-CACHES = {"default": envcache(envsecret("CACHE_URL"), MCPGATE_CACHE_DIR)}
+CACHES = {"default": envcache("CACHE_URL", directory=MCPGATE_CACHE_DIR)}
 RATELIMIT_USE_CACHE = "default"
 # A counter that vanished between django-ratelimit's add and incr (evicted, cleared) admits the
 # request rather than refusing it with no window to wait for; see mcpgate.ratelimit for outages.
@@ -362,7 +240,7 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_NAME = "mcpgate_session"
 CSRF_COOKIE_NAME = "mcpgate_csrftoken"
 SECURE_SSL_REDIRECT = False  # TLS ends at the proxy; redirects there, not here
-SECURE_HSTS_SECONDS = envint("MCPGATE_HSTS_SECONDS", "31536000")
+SECURE_HSTS_SECONDS = envint("MCPGATE_HSTS_SECONDS", 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = False
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
@@ -454,11 +332,16 @@ REST_FRAMEWORK = {
 # Logging: to stderr. Tokens, codes and secrets are never logged: the libraries that log
 # request URLs or bodies at DEBUG are held at a higher level whatever MCPGATE_LOG_LEVEL says.
 # ---------------------------------------------------------------------------
+# MCPGATE_LOG_FORMAT picks the formatter: text lines, or one JSON object per line for log shippers.
+_LOG_FORMATTER = "json" if MCPGATE_LOG_FORMAT == "json" else "plain"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "mcpgate.observability.logs.JsonFormatter"},
+    },
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": _LOG_FORMATTER}},
     "root": {"handlers": ["stderr"], "level": envstr("MCPGATE_LOG_LEVEL", "INFO")},
     "loggers": {
         # oauthlib logs request bodies (codes, secrets) at DEBUG; never let that through.

@@ -1,8 +1,10 @@
 """Run a command against a throw-away PostgreSQL cluster: ``python -m tests.pgcluster CMD...``.
 
 The cluster is made with the machine's PostgreSQL binaries (initdb, pg_ctl) in a temporary
-directory, listens on 127.0.0.1 on a free port, and is removed afterwards. DATABASE_URL is set
-for the command. As root, the server runs as the ``postgres`` user (initdb refuses root).
+directory, listens on 127.0.0.1 on a free port, and is removed afterwards. The command gets its URL
+as MCPGATE_TEST_DATABASE_URL, the one database variable the test suite takes from its environment
+(tests/testenv.py drops the developer's DATABASE_URL), and as DATABASE_URL for any other command
+(a benchmark, manage.py). As root, the server runs as the ``postgres`` user (initdb refuses root).
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     with cluster() as url:
-        env = {**os.environ, "DATABASE_URL": url}
+        env = {**os.environ, "DATABASE_URL": url, "MCPGATE_TEST_DATABASE_URL": url}
         print(f"pgcluster: {url}", file=sys.stderr, flush=True)
         return subprocess.call(argv, env=env)
 

@@ -11,9 +11,14 @@ import os
 import secrets
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from dotenv import dotenv_values
+
+from tests.e2e.tools import unavailable
+from tests.pgcluster import cluster, pg_bindir
 
 ROOT = Path(__file__).resolve().parents[2]
 # The least a deployment must set.
@@ -37,6 +42,8 @@ def run(args: list[str], env: dict[str, str | None]) -> subprocess.CompletedProc
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "MCPGATE_SQLITE_PATH": "/nonexistent/db",
         "MCPGATE_CACHE_DIR": os.environ["MCPGATE_CACHE_DIR"],
+        # Not the checkout's .env, which a developer may have: only what the test gives.
+        "MCPGATE_ENV_FILE": os.devnull,
     }
     clean = {key: value for key, value in {**defaults, **env}.items() if value is not None}
     return subprocess.run(
@@ -89,9 +96,22 @@ def test_missing_secret_key_tolerated_with_debug_on() -> None:
     assert settings_of(env, "DEBUG", "SECRET_KEY") == {"DEBUG": True, "SECRET_KEY": "insecure-debug-only-key"}
 
 
-@pytest.mark.parametrize("value", ["yes", "true", "1", ""])
-def test_debug_must_be_true_or_false(value: str) -> None:
-    assert refusal({**MINIMAL, "DEBUG": value}) == f"DEBUG must be True or False, not {value!r}"
+@pytest.mark.parametrize(
+    ("value", "debug"),
+    [
+        *[("false", False), ("False", False), ("0", False), ("no", False), ("OFF", False), (" false ", False)],
+        *[("true", True), ("True", True), ("1", True), ("yes", True), ("On", True)],
+    ],
+)
+def test_debug_accepts_the_usual_boolean_spellings(value: str, debug: bool) -> None:
+    assert settings_of({**MINIMAL, "DEBUG": value}, "DEBUG") == {"DEBUG": debug}
+
+
+@pytest.mark.parametrize("value", ["maybe", "2", ""])
+def test_debug_must_be_a_boolean(value: str) -> None:
+    assert refusal({**MINIMAL, "DEBUG": value}) == (
+        f"DEBUG must be true or false (or 1/0, yes/no, on/off), not {value!r}"
+    )
 
 
 def test_secret_key_read_from_file(tmp_path: Path) -> None:
@@ -221,16 +241,16 @@ def test_cimd_allowed_hosts_reach_dot() -> None:
     assert dot["CIMD_ALLOWED_HOSTS"] == ["claude.ai"]
 
 
-def test_database_url_must_be_postgres() -> None:
+def test_database_url_must_be_sqlite_or_postgres() -> None:
     assert refusal({**MINIMAL, "DATABASE_URL": "mysql://db/mcpgate"}) == (
-        "DATABASE_URL must be a postgres:// URL, not scheme 'mysql'"
+        "DATABASE_URL must be a sqlite:// or postgres:// URL, not scheme 'mysql'"
     )
 
 
-def test_database_url_parsed_including_socket_directory() -> None:
+def test_database_url_parsed_including_socket_directory_and_escapes() -> None:
     env = {
         **MINIMAL,
-        "DATABASE_URL": "postgresql://mcp:pw@db.internal:5433/mcpgate?host=/run/postgresql&sslmode=require",
+        "DATABASE_URL": "postgresql://mcp:p%40ss@db.internal:5433/mcpgate?host=%2Frun%2Fpostgresql&sslmode=require",
     }
     database = settings_of(env, "DATABASES")["DATABASES"]
     assert isinstance(database, dict)
@@ -239,11 +259,48 @@ def test_database_url_parsed_including_socket_directory() -> None:
         "ENGINE": "django.db.backends.postgresql",
         "NAME": "mcpgate",
         "USER": "mcp",
-        "PASSWORD": "pw",
+        "PASSWORD": "p@ss",
         "HOST": "/run/postgresql",
         "PORT": "5433",
         "OPTIONS": {"sslmode": "require"},
     }
+
+
+def test_a_sqlite_database_url_is_served_and_the_cache_sits_next_to_it(tmp_path: Path) -> None:
+    """``sqlite:////abs/path`` (dj-database-url's, SQLAlchemy's form): migrate creates it there."""
+    path = tmp_path / "from-url.sqlite3"
+    env = {**MINIMAL, "DATABASE_URL": f"sqlite:///{path}", "MCPGATE_CACHE_DIR": None}
+    assert settings_of(env, "MCPGATE_CACHE_DIR") == {"MCPGATE_CACHE_DIR": str(tmp_path / "cache")}
+    result = run(["manage.py", "migrate", "--noinput", "-v", "0"], env)
+    assert result.returncode == 0, result.stderr
+    assert path.stat().st_size > 0
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL database: the PostgreSQL pass's, else a throw-away cluster (about a second)."""
+    if os.environ.get("MCPGATE_TEST_DATABASE_URL"):
+        yield os.environ["MCPGATE_TEST_DATABASE_URL"]
+        return
+    try:
+        pg_bindir()
+    except SystemExit as missing:
+        unavailable(str(missing))
+    with cluster() as url:
+        yield url
+
+
+def test_postgres_query_options_reach_psycopg(postgres_url: str) -> None:
+    """prepare_threshold must arrive as a number (psycopg compares it), options and sslmode as libpq's."""
+    code = (
+        "import django; django.setup(); from django.db import connection; "
+        "cursor = connection.cursor(); cursor.execute('show statement_timeout'); "
+        "print(cursor.fetchone()[0], connection.connection.prepare_threshold, connection.connection.info.host)"
+    )
+    url = f"{postgres_url}?prepare_threshold=2&sslmode=disable&options=-c%20statement_timeout%3D4321"
+    result = run(["-c", code], {**MINIMAL, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "mcpgate.settings"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["4321ms", "2", "127.0.0.1"]
 
 
 def test_without_database_url_sqlite_is_used_with_immediate_transactions() -> None:
@@ -348,7 +405,7 @@ def test_cache_url_can_come_from_a_file(tmp_path: Path) -> None:
 )
 def test_any_other_cache_url_stops_start_up(url: str, scheme: str) -> None:
     """Memory caches are per process and file or database caches do not count atomically: the
-    limits would not hold across workers (mcpgate.settings.envcache)."""
+    limits would not hold across workers (mcpgate.env.envcache)."""
     assert refusal({**MINIMAL, "CACHE_URL": url}) == (
         f"CACHE_URL must be a redis://, rediss:// or unix:// URL, not scheme {scheme!r}"
     )
@@ -391,3 +448,201 @@ def test_check_deploy_flags_a_weak_secret_key() -> None:
     result = run(["manage.py", "check", "--deploy", "--fail-level", "WARNING"], {**PRODUCTION, "SECRET_KEY": "short"})
     assert result.returncode != 0
     assert "security.W009" in result.stderr
+
+
+# ---------------------------------------------------------------------------
+# The .env file: loaded by the settings themselves, under the real environment
+# ---------------------------------------------------------------------------
+def write_env_file(path: Path, **values: str) -> Path:
+    path.write_text("".join(f"{key}='{value}'\n" for key, value in values.items()))
+    return path
+
+
+def test_the_env_file_fills_in_what_the_environment_does_not_set(tmp_path: Path) -> None:
+    env_file = write_env_file(
+        tmp_path / "local.env",
+        SECRET_KEY="from-the-file",
+        MCPGATE_INTERNAL_URL="http://127.0.0.1:8123",
+        MCPGATE_RESOURCE_NAME="file-name",
+    )
+    values = settings_of({"MCPGATE_ENV_FILE": str(env_file)}, "SECRET_KEY", "MCPGATE_INTERNAL_URL")
+    assert values == {"SECRET_KEY": "from-the-file", "MCPGATE_INTERNAL_URL": "http://127.0.0.1:8123"}
+
+
+def test_the_real_environment_wins_over_the_env_file(tmp_path: Path) -> None:
+    """``SECRET_KEY=… make run``: the shell's value, not the file's (they were sourced over it)."""
+    env_file = write_env_file(
+        tmp_path / "local.env", SECRET_KEY="from-the-file", MCPGATE_INTERNAL_URL="http://127.0.0.1:8123"
+    )
+    env = {"MCPGATE_ENV_FILE": str(env_file), "SECRET_KEY": "from-the-shell", "DEBUG": "false"}
+    assert settings_of(env, "SECRET_KEY", "MCPGATE_INTERNAL_URL") == {
+        "SECRET_KEY": "from-the-shell",
+        "MCPGATE_INTERNAL_URL": "http://127.0.0.1:8123",
+    }
+
+
+def test_a_missing_env_file_named_by_mcpgate_env_file_stops_start_up(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.env"
+    assert refusal({**MINIMAL, "MCPGATE_ENV_FILE": str(missing)}) == (
+        f"MCPGATE_ENV_FILE: cannot read {missing}: No such file or directory"
+    )
+
+
+def test_env_example_means_the_same_sourced_by_bash_and_read_by_python_dotenv() -> None:
+    """Unquoted lists made the shell run ``vscode.dev`` as a command; now every value is quoted."""
+    example = ROOT / ".env.example"
+    result = subprocess.run(
+        ["bash", "-c", "set -a; . ./.env.example; env -0"],
+        cwd=ROOT,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    shell = dict(item.partition("=")[::2] for item in result.stdout.split("\0") if item)
+    values = dotenv_values(example)
+    assert values["MCPGATE_CIMD_ALLOWED_HOSTS"] == "claude.ai vscode.dev chatgpt.com"
+    assert {key: shell.get(key) for key in values} == values
+
+
+def test_env_example_is_a_valid_configuration(tmp_path: Path) -> None:
+    values = settings_of(
+        {"MCPGATE_ENV_FILE": str(ROOT / ".env.example"), "MCPGATE_SQLITE_PATH": str(tmp_path / "db.sqlite3")},
+        "DEBUG",
+        "MCPGATE_CIMD_ALLOWED_HOSTS",
+        "MCPGATE_LOG_FORMAT",
+        "MCPGATE_METRICS_NETWORKS",
+    )
+    assert values == {
+        "DEBUG": False,
+        "MCPGATE_CIMD_ALLOWED_HOSTS": ["claude.ai", "vscode.dev", "chatgpt.com"],
+        "MCPGATE_LOG_FORMAT": "text",
+        "MCPGATE_METRICS_NETWORKS": ["127.0.0.0/8", "::1/128"],
+    }
+
+
+def gunicorn_bind(env: dict[str, str | None], *args: str) -> str:
+    """The address deploy/gunicorn.conf.py makes gunicorn bind, as ``--print-config`` shows it."""
+    command = [str(Path(sys.executable).parent / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "--print-config"]
+    clean = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "MCPGATE_ENV_FILE": os.devnull, **MINIMAL, **env}
+    result = subprocess.run(
+        [*command, *args, "mcpgate.asgi:application"],
+        cwd=ROOT,
+        env={k: v for k, v in clean.items() if v is not None},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    lines = [line for line in result.stdout.splitlines() if line.startswith("bind ")]
+    assert lines, result.stdout + result.stderr
+    return lines[0].split("=", 1)[1].strip()
+
+
+def test_gunicorn_binds_to_mcpgate_bind_from_the_env_file(tmp_path: Path) -> None:
+    env_file = write_env_file(tmp_path / "local.env", MCPGATE_BIND="127.0.0.1:9101")
+    assert gunicorn_bind({"MCPGATE_ENV_FILE": str(env_file)}) == "['127.0.0.1:9101']"
+
+
+def test_gunicorn_binds_to_mcpgate_bind_from_the_environment_over_the_env_file(tmp_path: Path) -> None:
+    env_file = write_env_file(tmp_path / "local.env", MCPGATE_BIND="127.0.0.1:9101")
+    env = {"MCPGATE_ENV_FILE": str(env_file), "MCPGATE_BIND": "127.0.0.1:9100"}
+    assert gunicorn_bind(env) == "['127.0.0.1:9100']"
+
+
+def test_gunicorn_binds_to_the_command_line_address_over_both(tmp_path: Path) -> None:
+    """``make run BIND=…`` passes --bind."""
+    env_file = write_env_file(tmp_path / "local.env", MCPGATE_BIND="127.0.0.1:9101")
+    env = {"MCPGATE_ENV_FILE": str(env_file), "MCPGATE_BIND": "127.0.0.1:9100"}
+    assert gunicorn_bind(env, "--bind", "127.0.0.1:9102") == "['127.0.0.1:9102']"
+
+
+# ---------------------------------------------------------------------------
+# Observability
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize(("value", "formatter"), [("text", "plain"), ("json", "json"), ("JSON", "json")])
+def test_log_format_picks_the_console_formatter(value: str, formatter: str) -> None:
+    logging_config = settings_of({**MINIMAL, "MCPGATE_LOG_FORMAT": value}, "LOGGING")["LOGGING"]
+    assert isinstance(logging_config, dict)
+    assert logging_config["handlers"]["stderr"] == {"class": "logging.StreamHandler", "formatter": formatter}
+    assert logging_config["formatters"]["json"] == {"()": "mcpgate.observability.logs.JsonFormatter"}
+    # Token-bearing libraries stay quiet whatever the format.
+    assert logging_config["loggers"]["oauthlib"] == {"level": "WARNING"}
+
+
+def test_log_format_defaults_to_text() -> None:
+    assert settings_of(MINIMAL, "MCPGATE_LOG_FORMAT") == {"MCPGATE_LOG_FORMAT": "text"}
+
+
+def test_an_unknown_log_format_stops_start_up() -> None:
+    assert refusal({**MINIMAL, "MCPGATE_LOG_FORMAT": "xml"}) == "MCPGATE_LOG_FORMAT must be text or json, not 'xml'"
+
+
+def test_metrics_networks_default_to_loopback_and_empty_means_nobody() -> None:
+    assert settings_of(MINIMAL, "MCPGATE_METRICS_NETWORKS") == {"MCPGATE_METRICS_NETWORKS": ["127.0.0.0/8", "::1/128"]}
+    env = {**MINIMAL, "MCPGATE_METRICS_NETWORKS": ""}
+    assert settings_of(env, "MCPGATE_METRICS_NETWORKS") == {"MCPGATE_METRICS_NETWORKS": []}
+    env = {**MINIMAL, "MCPGATE_METRICS_NETWORKS": "10.0.0.0/8, 192.0.2.7"}
+    assert settings_of(env, "MCPGATE_METRICS_NETWORKS") == {"MCPGATE_METRICS_NETWORKS": ["10.0.0.0/8", "192.0.2.7/32"]}
+
+
+def test_metrics_networks_must_be_addresses_or_networks() -> None:
+    assert refusal({**MINIMAL, "MCPGATE_METRICS_NETWORKS": "prometheus.internal"}) == (
+        "MCPGATE_METRICS_NETWORKS: 'prometheus.internal' is not an IP address or CIDR network"
+    )
+
+
+def test_observability_is_installed_after_the_project_apps_and_observes_first() -> None:
+    values = settings_of(MINIMAL, "INSTALLED_APPS", "MIDDLEWARE")
+    apps, middleware = values["INSTALLED_APPS"], values["MIDDLEWARE"]
+    assert isinstance(apps, list)
+    assert isinstance(middleware, list)
+    observability = apps.index("mcpgate.observability.apps.ObservabilityConfig")
+    assert all(apps.index(app) < observability for app in ("audit", "identity", "oauth_ext", "mcp_bridge", "notes"))
+    assert middleware[0] == "mcpgate.observability.middleware.ObservabilityMiddleware"
+
+
+# ---------------------------------------------------------------------------
+# The test suite's own environment (tests/testenv.py)
+# ---------------------------------------------------------------------------
+def test_the_suite_ignores_the_developers_shell_and_env_file(tmp_path: Path) -> None:
+    """With MCPGATE_PUBLIC_URL exported, 24 of the 25 discovery tests used to fail (testenv used setdefault)."""
+    env_file = write_env_file(tmp_path / "developer.env", MCPGATE_INTERNAL_URL="http://127.0.0.1:9999")
+    shell = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("DATABASE_URL", "MCPGATE_TEST_DATABASE_URL", "PYTEST_CURRENT_TEST")
+    }
+    shell.update(
+        {
+            "MCPGATE_PUBLIC_URL": "https://elsewhere.example",
+            "MCPGATE_TRUSTED_PROXIES": "192.0.2.1/32",
+            "MCPGATE_RATE_LIMIT_TOKEN": "1/d",
+            "MCPGATE_ENV_FILE": str(env_file),
+            "DATABASE_URL": "postgresql://nobody@nowhere.invalid/none",
+            "CACHE_URL": "redis://nowhere.invalid:6379/0",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://nowhere.invalid:4318",
+            "DEBUG": "true",
+        }
+    )
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "pytest"),
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/oauth_ext/test_discovery.py",
+        ],
+        cwd=ROOT,
+        env=shell,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert " passed" in result.stdout.splitlines()[-1]
+    assert "failed" not in result.stdout.splitlines()[-1]
