@@ -127,6 +127,7 @@ def main() -> None:
             "DATABASE_URL": database_url,
             "SECRET_KEY": "bench-secret-key-0123456789abcdefghijklmnopqrstuvwxyz",
             "MCPGATE_INTERNAL_URL": base,
+            "MCPGATE_ENV_FILE": os.devnull,  # the bench's settings, not a developer's .env
             "PYTHONPATH": str(ROOT),
             # One token from one wrk process would meet the per-token /mcp limit (600/m) at once: the
             # benchmark measures the path, not the limiter, whose counter still runs on every call.

@@ -243,6 +243,8 @@ def server_env(port: int, db_env: dict[str, str], overrides: dict[str, str]) -> 
         {
             "SECRET_KEY": secrets.token_urlsafe(50),
             "DEBUG": "False",
+            # Exactly this environment: never a developer's .env from the checkout (mcpgate.env).
+            "MCPGATE_ENV_FILE": os.devnull,
             "MCPGATE_INTERNAL_URL": f"http://127.0.0.1:{port}",
             "MCPGATE_PUBLIC_URL": f"http://localhost:{port}",
             # The test process plays oauth2-proxy, from loopback.

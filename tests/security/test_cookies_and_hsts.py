@@ -107,6 +107,7 @@ def test_check_deploy_is_clean_for_an_https_public_host_next_to_an_http_loopback
         "SECRET_KEY": "x" * 20 + "-pairing-check-" + "y" * 30,
         "MCPGATE_PUBLIC_URL": "https://mcp.example.com",
         "MCPGATE_INTERNAL_URL": "http://127.0.0.1:8000",
+        "MCPGATE_ENV_FILE": os.devnull,
         "MCPGATE_TRUSTED_PROXIES": "127.0.0.1/32",
         "MCPGATE_EMAIL_DOMAINS": "example.com",
     }
