@@ -42,6 +42,7 @@ from mcpgate import ratelimit
 from mcpgate.errors import RETRY_AFTER_SECONDS, TRANSIENT_DATABASE_ERRORS
 from mcpgate.hosts import host_for_request
 from mcpgate.middleware import HostMiddleware, TrustedProxyMiddleware
+from mcpgate.observability import metrics, tracing
 from oauth_ext.scopes import BASIC_SCOPE
 
 from .authentication import MCPBearerAuthentication
@@ -68,6 +69,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 MAX_BODY = 4 * 1024 * 1024  # the SDK's own default limit
+MCP_PATH = "/mcp"
 
 # JSON-RPC 2.0 §5.1 error codes: -32600 Invalid Request, -32603 Internal error, and one from the
 # range left to implementations (-32000 to -32099) for HTTP 429, which MCP does not use.
@@ -187,9 +189,10 @@ def admit(scope: Scope) -> Admission:
     """Run in a worker thread, before the body is read: proxy/host middleware as for Django views, then the gate."""
     gate = _Gate()
     try:
-        close_old_connections()  # as Django does per request: CONN_MAX_AGE, broken connections
-        request = ASGIRequest(scope, io.BytesIO(b""))
-        response = TrustedProxyMiddleware(HostMiddleware(gate))(request)
+        with tracing.span("mcp admission"), tracing.database_spans():
+            close_old_connections()  # as Django does per request: CONN_MAX_AGE, broken connections
+            request = ASGIRequest(scope, io.BytesIO(b""))
+            response = TrustedProxyMiddleware(HostMiddleware(gate))(request)
     except TRANSIENT_DATABASE_ERRORS as exc:
         log_database_unavailable(exc, "admitting a /mcp request")
         close_old_connections()  # drop this thread's broken connection; the next request reconnects
@@ -341,6 +344,31 @@ class MCPEndpoint:
             yield
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one request, observed: its status feeds the metrics, and with tracing on it is a span.
+
+        The span is parented by the ``traceparent`` header (W3C Trace Context §3.2); the SDK's
+        span of the JSON-RPC message (``mcp.server._otel``) nests under it, unless the message's
+        ``params._meta`` names a parent of its own (2026-07-28), which the SDK then follows.
+        """
+        status = 500  # if nothing was sent at all
+
+        async def observed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        if tracing.enabled():
+            attributes = {"http.request.method": scope.get("method", ""), "url.path": MCP_PATH}
+            parent = tracing.context_from_headers(scope.get("headers", ()))
+            with tracing.server_span(f"{scope.get('method', 'HTTP')} {MCP_PATH}", parent, attributes) as span:
+                await self._serve(scope, receive, observed_send)
+                tracing.set_http_status(span, status)
+        else:
+            await self._serve(scope, receive, observed_send)
+        metrics.observe_mcp_status(status)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         admission = await sync_to_async(admit, thread_sensitive=False)(scope)
         if admission.refusal is not None:
             await send_django_response(admission.refusal, send)

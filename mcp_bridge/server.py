@@ -11,6 +11,7 @@ from typing import Any
 
 import mcp_types as types
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import close_old_connections
 from mcp.server.lowlevel import Server
 from mcp.server.mcpserver.exceptions import ToolError
@@ -23,8 +24,11 @@ from pydantic_core import ErrorDetails
 from audit.models import AuditKind
 from audit.services import audit_record
 from mcpgate.errors import TRANSIENT_DATABASE_ERRORS
+from mcpgate.hosts import configured_hosts
+from mcpgate.observability import tracing
 
 from .context import ToolContext
+from .origins import allowed_origins
 from .registry import Tool, registry
 
 logger = logging.getLogger(__name__)
@@ -190,7 +194,8 @@ def run_tool(tool: Tool, caller: ToolContext, arguments: dict[str, Any]) -> type
     outage is raised (TRANSIENT_DATABASE_ERRORS) for ``call_tool`` to answer 503.
     """
     try:
-        return _run_tool(tool, caller, arguments)
+        with tracing.tool_span(tool.name), tracing.database_spans():
+            return _run_tool(tool, caller, arguments)
     except TRANSIENT_DATABASE_ERRORS:
         close_old_connections()  # this worker thread's broken connection; the next call reconnects
         raise
@@ -253,8 +258,6 @@ def _error_result(message: str) -> types.CallToolResult:
 
 
 def build_server() -> Server[Any]:
-    from django.conf import settings
-
     return Server(
         SERVER_NAME,
         version=settings.MCPGATE_VERSION,
@@ -270,10 +273,6 @@ def build_session_manager(server: Server[Any]) -> StreamableHTTPSessionManager:
     The endpoint has already checked Host and Origin against the configured hosts; the SDK
     checks them again (DNS rebinding protection) with the same lists.
     """
-    from mcpgate.hosts import configured_hosts
-
-    from .origins import allowed_origins
-
     hosts = configured_hosts()
     return StreamableHTTPSessionManager(
         app=server,

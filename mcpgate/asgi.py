@@ -17,9 +17,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mcpgate.settings")
 
 django_application = get_asgi_application()
 
-from mcp_bridge.endpoint import MCPEndpoint  # noqa: E402  (needs Django set up)
-
-MCP_PATH = "/mcp"
+from mcp_bridge.endpoint import MCP_PATH, MCPEndpoint  # noqa: E402  (needs Django set up)
 
 ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 

@@ -1,4 +1,4 @@
-"""Root URLs: the authorization server at the origin root, /mcp, the admin, local sign-in."""
+"""Root URLs: the authorization server at the origin root, /mcp, the admin, local sign-in, health and metrics."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from . import errors
+from .observability import health
+from .observability.views import metrics_view
 
 urlpatterns = [
     path("", include("oauth_ext.urls", namespace="oauth2_provider")),
@@ -14,7 +16,10 @@ urlpatterns = [
     # Local sign-in when no oauth2-proxy is in front (make run).
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("healthz", errors.healthz, name="healthz"),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    # Prometheus: answers only MCPGATE_METRICS_NETWORKS, a 404 for everyone else.
+    path("metrics", metrics_view, name="metrics"),
 ]
 
 handler400 = errors.bad_request
