@@ -52,7 +52,14 @@ def imports(known: dict[str, Path]) -> tuple[dict[str, set[str]], list[str]]:
         is_package = path.name == "__init__.py"
         edges: set[str] = set()
 
-        def visit(node: ast.AST, *, in_function: bool, module: str = module, edges: set[str] = edges) -> None:
+        def visit(
+            node: ast.AST,
+            *,
+            in_function: bool,
+            module: str = module,
+            edges: set[str] = edges,
+            is_package: bool = is_package,
+        ) -> None:
             for child in ast.iter_child_nodes(node):
                 if _type_checking(child):
                     continue

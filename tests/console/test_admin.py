@@ -38,11 +38,9 @@ from tests.conftest import (
     basic_auth,
     proxy_headers,
 )
+from tests.personas import OLIVIA, OSCAR
 
 pytestmark = pytest.mark.django_db
-
-OLIVIA = "olivia@example.com"
-OSCAR = "oscar@example.com"
 
 
 @pytest.fixture(autouse=True)

@@ -25,10 +25,10 @@ from console.admin_site import CONSOLE_CSP
 from oauth_ext.models import Client
 from oauth_ext.views import CONSENT_CSP
 from tests.conftest import ALICE, GEMINI_CALLBACK, INTERNAL, proxy_headers
+from tests.personas import OLIVIA
 
 pytestmark = pytest.mark.django_db
 
-OLIVIA = "olivia@example.com"
 POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
     "font-src 'self'; frame-ancestors 'none'; base-uri 'none'"
