@@ -13,6 +13,8 @@ CHECKOUT = Path(__file__).resolve().parent.parent
 if str(CHECKOUT) not in sys.path:
     sys.path.insert(0, str(CHECKOUT))
 
+from prometheus_client import multiprocess  # noqa: E402
+
 from mcpgate.env import envint, envstr, load_env_file  # noqa: E402 - needs the path above
 
 # The same .env as the settings (MCPGATE_ENV_FILE or the checkout's), under the real environment:
@@ -56,3 +58,18 @@ class _NoQueryString(logging.Filter):
 
 def post_worker_init(worker: object) -> None:
     logging.getLogger("uvicorn.access").addFilter(_NoQueryString())
+
+
+# Prometheus with several workers (mcpgate.observability.metrics): each worker writes its values to
+# PROMETHEUS_MULTIPROC_DIR and /metrics merges them. The directory must start empty (values of a
+# previous run would be added in), and a dead worker's live gauges must go with it.
+def on_starting(server: object) -> None:
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        for stale in Path(directory).glob("*.db"):
+            stale.unlink()
+
+
+def child_exit(server: object, worker: object) -> None:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]

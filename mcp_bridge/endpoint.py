@@ -30,7 +30,7 @@ import pydantic_core
 from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
 from django.db import close_old_connections
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from mcp_types import jsonrpc_message_adapter
 from oauth2_provider.www_authenticate import build_bearer_challenge
 from pydantic import ValidationError
@@ -38,8 +38,8 @@ from rest_framework.exceptions import AuthenticationFailed
 
 from audit.models import AuditKind
 from audit.services import audit_record
-from mcpgate import ratelimit
-from mcpgate.errors import RETRY_AFTER_SECONDS, TRANSIENT_DATABASE_ERRORS
+from mcpgate import errors, ratelimit
+from mcpgate.errors import TRANSIENT_DATABASE_ERRORS, jsonrpc_refusal
 from mcpgate.hosts import host_for_request
 from mcpgate.middleware import HostMiddleware, TrustedProxyMiddleware
 from mcpgate.observability import metrics, tracing
@@ -52,7 +52,6 @@ from .registry import registry
 from .server import (
     CONTEXT_KEY,
     OUTCOME_KEY,
-    UNAVAILABLE_MESSAGE,
     Outcome,
     audit_tool_call,
     build_server,
@@ -80,17 +79,6 @@ RATE_LIMITED = -32029
 _NOT_JSON = object()
 
 
-def jsonrpc_error(status: int, code: int, message: str, id: str | int | None = None) -> JsonResponse:
-    return JsonResponse({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}}, status=status)
-
-
-def unavailable() -> JsonResponse:
-    """503 (RFC 9110 §15.6.4) with Retry-After, JSON-RPC shaped: the database is away."""
-    response = jsonrpc_error(503, INTERNAL_ERROR, UNAVAILABLE_MESSAGE)
-    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
-    return response
-
-
 @dataclass
 class Admission:
     context: ToolContext | None
@@ -106,7 +94,7 @@ class _Gate:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if not origin_allowed(request.META.get("HTTP_ORIGIN")):
-            return jsonrpc_error(403, INVALID_REQUEST, "Origin not allowed")
+            return jsonrpc_refusal(403, INVALID_REQUEST, "Origin not allowed")
         authenticator = MCPBearerAuthentication()
         # The class is DRF's, but works on the plain HttpRequest too: no DRF body parsing here,
         # the body belongs to the SDK (a malformed one must get its -32700, not a DRF error).
@@ -153,7 +141,7 @@ class _Gate:
                 ip=context.client_ip,
                 detail=detail,
             )
-        response = jsonrpc_error(429, RATE_LIMITED, ratelimit.refusal_message(ratelimit.MCP, verdict))
+        response = jsonrpc_refusal(429, RATE_LIMITED, ratelimit.refusal_message(ratelimit.MCP, verdict))
         response["Retry-After"] = str(verdict.retry_after)
         return response
 
@@ -167,7 +155,7 @@ class _Gate:
         """
         if request.method == "POST":
             return None
-        response = jsonrpc_error(405, INVALID_REQUEST, "Method not allowed: POST one JSON-RPC message")
+        response = jsonrpc_refusal(405, INVALID_REQUEST, "Method not allowed: POST one JSON-RPC message")
         response["Allow"] = "POST"
         return response
 
@@ -179,10 +167,13 @@ class _Gate:
             "error": error.get("error", "invalid_request"),
             "error_description": error.get("error_description", "A bearer token is required."),
         }
-        response = JsonResponse(body, status=401)
-        response["WWW-Authenticate"] = authenticator.authenticate_header(request)
-        response["Cache-Control"] = "no-store"
-        return response
+        return errors.refusal(
+            MCP_PATH,
+            status=401,
+            error=body["error"],
+            description=body["error_description"],
+            headers={"WWW-Authenticate": authenticator.authenticate_header(request)},
+        )
 
 
 def admit(scope: Scope) -> Admission:
@@ -196,7 +187,7 @@ def admit(scope: Scope) -> Admission:
     except TRANSIENT_DATABASE_ERRORS as exc:
         log_database_unavailable(exc, "admitting a /mcp request")
         close_old_connections()  # drop this thread's broken connection; the next request reconnects
-        return Admission(None, unavailable())
+        return Admission(None, errors.unavailable(MCP_PATH))
     if gate.context is None:
         return Admission(None, response)
     return Admission(gate.context, None, request)
@@ -241,14 +232,14 @@ class RequestMessage:
         if message is _NOT_JSON:
             return None
         if isinstance(message, list):
-            return jsonrpc_error(400, INVALID_REQUEST, "Batches are not supported: POST one JSON-RPC message")
+            return jsonrpc_refusal(400, INVALID_REQUEST, "Batches are not supported: POST one JSON-RPC message")
         problem = jsonrpc_problem(message)
         if problem is None:
             return None
         identifier = message.get("id") if isinstance(message, dict) else None
         if isinstance(identifier, bool) or not isinstance(identifier, str | int):
             identifier = None
-        return jsonrpc_error(400, INVALID_REQUEST, f"Invalid request: {problem}", id=identifier)
+        return jsonrpc_refusal(400, INVALID_REQUEST, f"Invalid request: {problem}", id=identifier)
 
     def missing_scopes(self, context: ToolContext) -> frozenset[str]:
         """A tools/call for a tool needing scopes the token lacks: the client should step up."""
@@ -297,18 +288,22 @@ def insufficient_scope(admission: Admission, message: RequestMessage, missing: f
         except TRANSIENT_DATABASE_ERRORS as exc:
             log_database_unavailable(exc, "auditing a refused tools/call")
             close_old_connections()
-            return unavailable()
+            return errors.unavailable(MCP_PATH)
     wanted = " ".join(sorted(context.scopes | missing))
     needs = "This tool needs" if message.called_tool else "This server needs"
     description = f"{needs} the scope(s): {' '.join(sorted(missing))}."
-    response = JsonResponse({"error": "insufficient_scope", "error_description": description}, status=403)
-    response["Cache-Control"] = "no-store"
-    response["WWW-Authenticate"] = build_bearer_challenge(
+    challenge = build_bearer_challenge(
         request,
         oauth2_error={"error": "insufficient_scope", "scope": wanted, "error_description": description},
         resource_metadata_url=context.host.resource_metadata_url,
     )
-    return response
+    return errors.refusal(
+        MCP_PATH,
+        status=403,
+        error="insufficient_scope",
+        description=description,
+        headers={"WWW-Authenticate": challenge},
+    )
 
 
 async def _read_body(receive: Receive) -> bytes | None:
@@ -377,7 +372,7 @@ class MCPEndpoint:
         assert context is not None
         body = await _read_body(receive)
         if body is None:
-            await send_django_response(jsonrpc_error(413, INVALID_REQUEST, "Request body too large"), send)
+            await send_django_response(jsonrpc_refusal(413, INVALID_REQUEST, "Request body too large"), send)
             return
         message = RequestMessage(body)
         refusal = message.refusal()
@@ -410,7 +405,7 @@ class MCPEndpoint:
             # A tool call that met a database outage: the SDK's JSON-RPC error body (with the
             # request's id) goes out as a 503 with Retry-After instead of its 200/500.
             if message["type"] == "http.response.start" and outcome.database_unavailable:
-                retry_after = (b"retry-after", str(RETRY_AFTER_SECONDS).encode())
+                retry_after = (b"retry-after", str(errors.RETRY_AFTER_SECONDS).encode())
                 message = {**message, "status": 503, "headers": [*message.get("headers", []), retry_after]}
             await send(message)
 

@@ -12,7 +12,6 @@ from typing import Any, cast
 import mcp_types as types
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.mcpserver.tools.base import Tool as SDKTool
-from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata
 from pydantic import ValidationError
 
 from mcpgate.errors import TRANSIENT_DATABASE_ERRORS
@@ -74,11 +73,6 @@ class Tool:
     @property
     def output_schema(self) -> dict[str, Any] | None:
         return self.sdk.output_schema
-
-    @property
-    def meta(self) -> FuncMetadata:
-        """The SDK's function metadata (``mcp_bridge.server.run_tool`` validates with it until it calls ``run``)."""
-        return self.sdk.fn_metadata
 
     def visible_to(self, ctx: ToolContext) -> bool:
         """Whether the person may use it at all (groups). Scopes are not a filter here: a tool that

@@ -14,7 +14,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
 from mcp.server.lowlevel import Server
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
@@ -23,7 +23,7 @@ from pydantic_core import ErrorDetails
 
 from audit.models import AuditKind
 from audit.services import audit_record
-from mcpgate.errors import TRANSIENT_DATABASE_ERRORS
+from mcpgate.errors import MCP_UNAVAILABLE_MESSAGE, TRANSIENT_DATABASE_ERRORS
 from mcpgate.hosts import configured_hosts
 from mcpgate.observability import tracing
 
@@ -36,7 +36,6 @@ logger = logging.getLogger(__name__)
 SERVER_NAME = "mcpgate"
 CONTEXT_KEY = "mcpgate.tool_context"
 OUTCOME_KEY = "mcpgate.outcome"
-UNAVAILABLE_MESSAGE = "The service is temporarily unavailable; try again in a few seconds."
 
 
 @dataclass
@@ -169,7 +168,7 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.Call
         outcome = ctx.request.scope.get(OUTCOME_KEY) if ctx.request is not None else None
         if isinstance(outcome, Outcome):
             outcome.database_unavailable = True
-        raise MCPError(types.INTERNAL_ERROR, UNAVAILABLE_MESSAGE) from None
+        raise MCPError(types.INTERNAL_ERROR, MCP_UNAVAILABLE_MESSAGE) from None
 
 
 def audit_unknown_tool(caller: ToolContext, name: str) -> None:
@@ -202,30 +201,28 @@ def run_tool(tool: Tool, caller: ToolContext, arguments: dict[str, Any]) -> type
 
 
 def _run_tool(tool: Tool, caller: ToolContext, arguments: dict[str, Any]) -> types.CallToolResult:
+    """Run ``tool`` through the SDK's ``Tool.run`` (mcp_bridge.registry) and audit the call.
+
+    Transient database errors pass through (``run_tool``'s callers answer 503); every other
+    failure becomes a tool error result (``isError``), as MCP's tools spec asks for errors of
+    the tool rather than of the protocol.
+    """
     started = time.perf_counter()
     try:
-        kwargs = tool.meta.validate_arguments(arguments)
+        result = tool.run(caller, arguments)
+        outcome = "error" if result.is_error else "ok"
     except ValidationError as exc:
         problems = "; ".join(describe_problem(e) for e in exc.errors())
         result = _error_result(f"Invalid arguments: {problems}")
         outcome = "invalid_arguments"
-    else:
-        try:
-            value = tool.fn(caller, **kwargs)
-            converted = tool.meta.convert_result(value)
-            assert isinstance(converted, types.CallToolResult)
-            result = converted
-            outcome = "error" if result.is_error else "ok"
-        except TRANSIENT_DATABASE_ERRORS:
-            raise
-        except ToolError as exc:
-            # A ToolError's message is written for the person: pass it on.
-            result = _error_result(str(exc))
-            outcome = "error"
-        except Exception:
-            logger.exception("tool %s failed", tool.name)
-            result = _error_result(f"The tool {tool.name} failed; the error has been logged.")
-            outcome = "error"
+    except UnexpectedToolError:
+        logger.exception("tool %s failed", tool.name)
+        result = _error_result(f"The tool {tool.name} failed; the error has been logged.")
+        outcome = "error"
+    except ToolError as exc:
+        # A ToolError's message is written for the person: pass it on.
+        result = _error_result(str(exc))
+        outcome = "error"
     audit_tool_call(
         caller,
         tool.name,

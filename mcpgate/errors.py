@@ -246,8 +246,3 @@ def server_error(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpRespons
         response._has_been_logged = True  # type: ignore[attr-defined]
         return response
     return refusal(request, status=500, error="server_error", description="The server could not complete the request.")
-
-
-def healthz(request: HttpRequest) -> HttpResponse:
-    """Liveness for load balancers and the test harness; touches no database."""
-    return JsonResponse({"status": "ok"})

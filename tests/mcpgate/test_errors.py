@@ -222,15 +222,18 @@ def test_a_429_on_a_browser_route_is_a_page_with_retry_after(ratelimit_clock: An
 
 
 def test_a_429_on_mcp_is_the_jsonrpc_error_the_endpoint_sends() -> None:
-    """What mcp_bridge.endpoint answers a rate-limited token (jsonrpc_error(429, RATE_LIMITED, ...))."""
+    """What mcp_bridge.endpoint answers a rate-limited token (JSON-RPC code -32029)."""
     message = "Too many requests with this access token; try again in 7 seconds."
-    expected = endpoint.jsonrpc_error(429, endpoint.RATE_LIMITED, message)
+    expected = (
+        b'{"jsonrpc": "2.0", "id": null, "error": {"code": -32029, "message": "Too many requests with this '
+        b'access token; try again in 7 seconds."}}'
+    )
 
     response = errors.refusal(
         "/mcp", status=429, error="temporarily_unavailable", description=message, headers={"Retry-After": "7"}
     )
 
-    assert_jsonrpc_refusal(response, 429, expected.content)
+    assert_jsonrpc_refusal(response, 429, expected)
     assert response["Retry-After"] == "7"
 
 
@@ -263,14 +266,16 @@ def test_a_503_on_a_browser_route_is_a_page_with_retry_after() -> None:
     assert "Connection refused" not in response.content.decode()
 
 
-def test_a_503_on_mcp_is_byte_for_byte_what_the_endpoint_sends() -> None:
-    """mcp_bridge.endpoint.unavailable() can become errors.unavailable(MCP_PATH) without a change on the wire."""
-    expected = endpoint.unavailable()
-
+def test_a_503_on_mcp_is_a_jsonrpc_internal_error_with_retry_after() -> None:
     response = errors.unavailable("/mcp")
 
-    assert_jsonrpc_refusal(response, 503, expected.content)
-    assert response["Retry-After"] == expected["Retry-After"] == str(errors.RETRY_AFTER_SECONDS)
+    assert_jsonrpc_refusal(
+        response,
+        503,
+        b'{"jsonrpc": "2.0", "id": null, "error": {"code": -32603, "message": "The service is temporarily '
+        b'unavailable; try again in a few seconds."}}',
+    )
+    assert response["Retry-After"] == str(errors.RETRY_AFTER_SECONDS)
 
 
 @pytest.mark.parametrize(
@@ -281,10 +286,10 @@ def test_a_503_on_mcp_is_byte_for_byte_what_the_endpoint_sends() -> None:
         (413, endpoint.INVALID_REQUEST, "Request body too large", "a"),
     ],
 )
-def test_jsonrpc_refusal_writes_the_endpoints_bytes(status: int, code: int, message: str, request_id: Any) -> None:
-    expected = endpoint.jsonrpc_error(status, code, message, id=request_id)
+def test_jsonrpc_refusal_writes_a_jsonrpc_error_object(status: int, code: int, message: str, request_id: Any) -> None:
     response = errors.jsonrpc_refusal(status, code, message, id=request_id)
-    assert_jsonrpc_refusal(response, status, expected.content)
+    expected = {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
+    assert_jsonrpc_refusal(response, status, json.dumps(expected).encode())
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,40 @@
+"""deploy/gunicorn.conf.py keeps Prometheus' multiprocess directory honest across restarts and dead workers."""
+
+from __future__ import annotations
+
+import runpy
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from prometheus_client import multiprocess
+
+CONF = Path(__file__).resolve().parents[2] / "deploy" / "gunicorn.conf.py"
+
+
+def test_the_directory_is_emptied_at_start_and_a_dead_workers_values_are_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    (tmp_path / "counter_4242.db").write_bytes(b"old run")
+    (tmp_path / "keep.txt").write_text("not ours")
+    dead: list[Any] = []
+    monkeypatch.setattr(multiprocess, "mark_process_dead", dead.append)
+    conf = runpy.run_path(str(CONF))
+
+    conf["on_starting"](None)
+    conf["child_exit"](None, SimpleNamespace(pid=4343))
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+    assert dead == [4343]
+
+
+def test_without_the_directory_the_hooks_do_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    dead: list[Any] = []
+    monkeypatch.setattr(multiprocess, "mark_process_dead", dead.append)
+    conf = runpy.run_path(str(CONF))
+    conf["on_starting"](None)
+    conf["child_exit"](None, SimpleNamespace(pid=4343))
+    assert dead == []
