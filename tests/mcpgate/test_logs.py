@@ -18,20 +18,11 @@ from mcpgate.observability import tracing
 from mcpgate.observability.logs import JsonFormatter
 from oauth_ext.models import Client
 from tests.conftest import INTERNAL, LOOPBACK_REDIRECT, Flow
-from tests.mcp_bridge import conftest as mcp_harness
 from tests.mcp_bridge.conftest import bearer, call
 from tests.mcpgate import test_tracing as tracing_tests
 from tests.mcpgate.test_tracing import TRACE_ID, TRACEPARENT
 from tests.oauth_ext.test_audit import Secrets
 
-# The /mcp harness of tests/mcp_bridge, as its tests use it: the ASGI site with its lifespan, Alice and her token.
-alice = mcp_harness.alice
-alice_token = mcp_harness.alice_token
-anyio_backend = mcp_harness.anyio_backend
-app_client = mcp_harness.app_client
-make_token = mcp_harness.make_token
-mcp = mcp_harness.mcp
-site = mcp_harness.site
 spans = tracing_tests.spans  # tracing on, finished spans in memory
 
 

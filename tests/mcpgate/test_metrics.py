@@ -24,18 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mcpgate.observability import metrics
 from tests.conftest import CLIENT_ADDR, INTERNAL, INTERNAL_BASE, LOOPBACK_REDIRECT, PROXY_ADDR, Flow, register
-from tests.mcp_bridge import conftest as mcp_harness
 from tests.mcp_bridge.conftest import bearer, call, http_client
-
-# The /mcp harness of tests/mcp_bridge, as its tests use it: the ASGI site with its lifespan, Alice and her token.
-alice = mcp_harness.alice
-alice_token = mcp_harness.alice_token
-anyio_backend = mcp_harness.anyio_backend
-app_client = mcp_harness.app_client
-make_token = mcp_harness.make_token
-mcp = mcp_harness.mcp
-site = mcp_harness.site
-
 
 SCRAPER = ("127.0.0.1", 45000)  # Prometheus on the same machine: loopback, the default metrics network
 ROOT = Path(__file__).resolve().parents[2]

@@ -25,18 +25,7 @@ from opentelemetry.trace import SpanKind
 
 from mcpgate.observability import tracing
 from tests.conftest import INTERNAL
-from tests.mcp_bridge import conftest as mcp_harness
 from tests.mcp_bridge.conftest import bearer, call, envelope, modern, rpc
-
-# The /mcp harness of tests/mcp_bridge, as its tests use it: the ASGI site with its lifespan, Alice and her token.
-alice = mcp_harness.alice
-alice_token = mcp_harness.alice_token
-anyio_backend = mcp_harness.anyio_backend
-app_client = mcp_harness.app_client
-make_token = mcp_harness.make_token
-mcp = mcp_harness.mcp
-site = mcp_harness.site
-
 
 ROOT = Path(__file__).resolve().parents[2]
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
