@@ -163,12 +163,12 @@ class Flow:
         self.host = host
         self.base = PUBLIC_BASE if host == PUBLIC else INTERNAL_BASE
 
-    def authorize(self, params: dict[str, str], email: str = "alice@example.com", groups: str = "eng") -> Any:
+    def authorize(self, params: dict[str, str], email: str = ALICE, groups: str = "eng") -> Any:
         return self.http.get(
             "/oauth/authorize?" + urlencode(params), HTTP_HOST=self.host, **proxy_headers(email, groups)
         )
 
-    def consent(self, page: Any, email: str = "alice@example.com", allow: bool = True) -> Any:
+    def consent(self, page: Any, email: str = ALICE, allow: bool = True) -> Any:
         data = hidden_inputs(page.content.decode())
         data["allow" if allow else "cancel"] = "Authorize" if allow else "Cancel"
         return self.http.post(
@@ -219,7 +219,7 @@ class Flow:
         )
 
     def get_tokens(
-        self, client_id: str, *, email: str = "alice@example.com", resource: str | None = None, **extra: str
+        self, client_id: str, *, email: str = ALICE, resource: str | None = None, **extra: str
     ) -> dict[str, Any]:
         pkce = PKCE.make()
         params = authorize_params(client_id, pkce, **extra)

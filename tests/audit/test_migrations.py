@@ -10,6 +10,7 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
 from audit.models import AuditEvent, AuditKind
+from tests.personas import ALICE, BOB
 
 BEFORE = [("oauth_ext", "0005_audit_event_kinds_for_hardening")]
 
@@ -28,13 +29,13 @@ def test_rows_written_by_the_old_model_are_read_by_the_audit_app_after_migrating
     old_model = old_apps.get_model("oauth_ext", "AuditEvent")
     old_type = ContentType.objects.get_or_create(app_label="oauth_ext", model="auditevent")[0]
     ContentType.objects.filter(app_label="audit", model="auditevent").delete()
-    row = old_model.objects.create(event="tool_call", email="alice@example.com", detail={"tool": "whoami"})
+    row = old_model.objects.create(event="tool_call", email=ALICE, detail={"tool": "whoami"})
 
     latest = MigrationExecutor(connection).loader.graph.leaf_nodes()
     migrate(latest)
 
     moved = AuditEvent.objects.get(pk=row.pk)
-    assert (moved.event, moved.email, moved.detail) == (AuditKind.TOOL_CALL, "alice@example.com", {"tool": "whoami"})
+    assert (moved.event, moved.email, moved.detail) == (AuditKind.TOOL_CALL, ALICE, {"tool": "whoami"})
     # Admin log entries and permissions follow the model: the content type was relabelled, not replaced.
     assert ContentType.objects.get(pk=old_type.pk).app_label == "audit"
     assert not ContentType.objects.filter(app_label="oauth_ext", model="auditevent").exists()
@@ -45,10 +46,10 @@ def test_rows_written_by_the_old_model_are_read_by_the_audit_app_after_migrating
 
 @pytest.mark.django_db(transaction=True)
 def test_the_move_can_be_unapplied_and_the_rows_stay() -> None:
-    AuditEvent.objects.create(event=AuditKind.SIGN_IN, email="bob@example.com")
+    AuditEvent.objects.create(event=AuditKind.SIGN_IN, email=BOB)
     ContentType.objects.get_for_model(AuditEvent)
     old_apps = migrate([("audit", None), *BEFORE])
-    assert old_apps.get_model("oauth_ext", "AuditEvent").objects.get().email == "bob@example.com"
+    assert old_apps.get_model("oauth_ext", "AuditEvent").objects.get().email == BOB
     assert ContentType.objects.filter(app_label="oauth_ext", model="auditevent").exists()
     migrate(MigrationExecutor(connection).loader.graph.leaf_nodes())
-    assert AuditEvent.objects.get().email == "bob@example.com"
+    assert AuditEvent.objects.get().email == BOB

@@ -16,6 +16,7 @@ from oauth_ext import services
 from oauth_ext.models import Client, Consent, User
 from tests.mcp_bridge import conftest as mcp_fixtures
 from tests.mcp_bridge.conftest import bearer, rpc
+from tests.personas import OLIVIA
 
 # tests/mcp_bridge's fixtures, used here as they are there: the ASGI site, Alice's and Bob's tokens.
 site = mcp_fixtures.site
@@ -38,7 +39,7 @@ async def status(mcp: Any, token: str) -> int:
 
 @pytest.fixture
 def olivia(transactional_db: Any) -> User:
-    return User.objects.create(username="olivia@example.com", email="olivia@example.com", is_staff=True)
+    return User.objects.create(username=OLIVIA, email=OLIVIA, is_staff=True)
 
 
 def revoke_consent(alice: User, olivia: User, client: Client) -> None:

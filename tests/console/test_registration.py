@@ -35,10 +35,10 @@ from console.admin import audit, clients, credentials, people, policy
 from console.site import OperatorsAdminSite
 from oauth_ext.models import Client, Consent, RedirectAllowlistEntry, User
 from tests.conftest import ALICE, INTERNAL, Flow, proxy_headers
+from tests.personas import OLIVIA
 
 pytestmark = pytest.mark.django_db
 
-OLIVIA = "olivia@example.com"
 
 # Every model the console shows, and the class that must show it.
 CONSOLE_ADMINS: dict[type[Model], type[admin.ModelAdmin]] = {

@@ -28,6 +28,7 @@ from django.test import RequestFactory
 from mcpgate import errors
 from tests.conftest import CLIENT_ADDR, LOOPBACK_REDIRECT, PUBLIC, Flow, authorize_params, proxy_headers
 from tests.e2e.oauthclient import PKCE
+from tests.personas import ALICE
 
 pytestmark = pytest.mark.django_db
 
@@ -175,7 +176,7 @@ def test_the_authorization_page_is_an_html_503_when_sign_in_cannot_reach_the_dat
     """The proxy sign-in middleware is the first to need the database: the person gets a page, not JSON."""
     params = authorize_params(public_client.client_id, PKCE.make())
     with database_down() as refused:
-        response = client.get("/oauth/authorize", params, HTTP_HOST=PUBLIC, **proxy_headers("alice@example.com", "eng"))
+        response = client.get("/oauth/authorize", params, HTTP_HOST=PUBLIC, **proxy_headers(ALICE, "eng"))
     assert refused
     assert_page_unavailable(response)
 

@@ -30,7 +30,7 @@ from identity.id_token import IdTokenVerifier
 from identity.proxy import SignInRefused
 from oauth_ext.models import Client, User
 from tests.conftest import PKCE, PROXY_ADDR, PUBLIC, authorize_params
-from tests.personas import ALICE
+from tests.personas import ALICE, BOB, MALLORY
 
 ISSUER = "https://accounts.google.com"
 AUDIENCE = "123-proxy.apps.googleusercontent.com"
@@ -202,9 +202,9 @@ def test_the_hosted_domain_decides_not_the_email_suffix(provider: Provider) -> N
     v = verifier()
     reason = "This account is not managed by an organisation allowed here."
     assert refused(v, id_token("gina@example.com", hd=None)) == reason
-    assert refused(v, id_token("mallory@evil.test")) == reason
+    assert refused(v, id_token(MALLORY)) == reason
     assert refused(v, id_token("mallory@example.com", hd="evil.test")) == reason
-    assert v.verify(id_token("alice@example.com", hd="EXAMPLE.COM"))["email"] == ALICE
+    assert v.verify(id_token(ALICE, hd="EXAMPLE.COM"))["email"] == ALICE
 
 
 def test_unsigned_and_hmac_tokens_are_refused(provider: Provider) -> None:
@@ -269,7 +269,7 @@ def test_a_forged_email_header_from_the_trusted_proxy_signs_nobody_in(
         ({"HTTP_X_FORWARDED_ID_TOKEN": "forged.token.value"}, "The identity token is malformed."),
         ({"HTTP_X_FORWARDED_ID_TOKEN": id_token(key=OTHER_KEY)}, "The identity token is not valid."),
         (
-            {"HTTP_X_FORWARDED_EMAIL": "bob@example.com", "HTTP_X_FORWARDED_ID_TOKEN": id_token()},
+            {"HTTP_X_FORWARDED_EMAIL": BOB, "HTTP_X_FORWARDED_ID_TOKEN": id_token()},
             "The forwarded email address does not match the identity token.",
         ),
         ({"HTTP_X_FORWARDED_ID_TOKEN": id_token("gina@example.com", hd=None)}, "not managed by an organisation"),

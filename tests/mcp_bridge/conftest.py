@@ -18,6 +18,7 @@ from oauth2_provider.models import get_access_token_model, set_token_value
 
 from oauth_ext.models import Client, User
 from tests.conftest import INTERNAL_BASE, PROXY_ADDR
+from tests.personas import ALICE, BOB
 
 HANDSHAKE_VERSION = "2025-06-18"
 HANDSHAKE_VERSIONS = ("2025-03-26", "2025-06-18", "2025-11-25")
@@ -27,12 +28,12 @@ MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": 
 
 @pytest.fixture
 def alice(transactional_db: Any) -> User:
-    return User.objects.create(username="alice@example.com", email="alice@example.com", proxy_groups=["eng"])
+    return User.objects.create(username=ALICE, email=ALICE, proxy_groups=["eng"])
 
 
 @pytest.fixture
 def bob(transactional_db: Any) -> User:
-    return User.objects.create(username="bob@example.com", email="bob@example.com", proxy_groups=["sales"])
+    return User.objects.create(username=BOB, email=BOB, proxy_groups=["sales"])
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from mcp_bridge.context import ToolContext
 from mcp_bridge.registry import registry, tool
 from notes.models import Note
 from tests.mcp_bridge.conftest import PEER, bearer, call, rpc
+from tests.personas import ALICE
 
 pytestmark = pytest.mark.anyio
 
@@ -70,7 +71,7 @@ async def test_a_tool_call_writes_one_audit_row(mcp, alice, app_client, alice_to
 
     assert (event.user, event.client) == (alice, app_client)
     assert (event.email, event.client_label, event.host, event.ip) == (
-        "alice@example.com",
+        ALICE,
         "Claude Code",
         "internal",
         PEER[0],

@@ -21,6 +21,7 @@ from mcp_bridge.authentication import MCPBearerAuthentication
 from mcpgate.middleware import HostMiddleware, TrustedProxyMiddleware
 from tests.conftest import INTERNAL, INTERNAL_RESOURCE, PUBLIC, PUBLIC_RESOURCE
 from tests.mcp_bridge.conftest import MCP_HEADERS, bearer, call, rpc, stored_token
+from tests.personas import ALICE
 
 pytestmark = pytest.mark.anyio
 
@@ -367,7 +368,7 @@ def test_drf_view_with_valid_token(alice_token) -> None:
     response = drf_get(f"Bearer {alice_token}")
 
     assert response.status_code == 200
-    assert response.data == {"email": "alice@example.com", "scope": "mcp"}
+    assert response.data == {"email": ALICE, "scope": "mcp"}
 
 
 def test_drf_view_outside_the_resource_refuses_an_mcp_token(alice_token) -> None:

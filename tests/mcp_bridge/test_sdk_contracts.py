@@ -27,6 +27,7 @@ from mcp_bridge.context import ToolContext
 from mcp_bridge.registry import Tool, ToolSuspended, registry, tool
 from mcpgate.hosts import configured_hosts
 from oauth_ext.models import Client, User
+from tests.personas import ALICE
 
 SECRET = "password=hunter2"
 
@@ -58,7 +59,7 @@ class Echo(BaseModel):
 def ctx() -> ToolContext:
     """Alice's context (unsaved rows: nothing here touches the database)."""
     return ToolContext(
-        user=User(username="alice@example.com", email="alice@example.com"),
+        user=User(username=ALICE, email=ALICE),
         client=Client(name="Claude Code", client_id="claude"),
         scopes=frozenset({"mcp"}),
         groups=frozenset({"eng"}),
@@ -124,7 +125,7 @@ def test_a_tool_runs_in_the_calling_thread_with_the_context_and_structured_outpu
     assert result.structured_content == {
         "text": "hi",
         "times": 2,
-        "caller": "alice@example.com",
+        "caller": ALICE,
         "thread": threading.get_ident(),
     }
 

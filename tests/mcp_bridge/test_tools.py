@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from mcp_bridge.context import ToolContext
 from mcp_bridge.registry import registry, tool
 from tests.mcp_bridge.conftest import MODERN_VERSION, bearer, call, envelope, modern, rpc, stored_token
+from tests.personas import ALICE
 
 pytestmark = pytest.mark.anyio
 
@@ -167,7 +168,7 @@ async def test_whoami(mcp, alice_token, alice_token_row, app_client) -> None:
 
     assert result["isError"] is False
     assert result["structuredContent"] == {
-        "email": "alice@example.com",
+        "email": ALICE,
         "groups": ["eng"],
         "client_name": "Claude Code",
         "client_id": app_client.client_id,

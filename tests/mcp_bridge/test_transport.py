@@ -24,6 +24,7 @@ from tests.mcp_bridge.conftest import (
     notification,
     rpc,
 )
+from tests.personas import ALICE
 
 pytestmark = pytest.mark.anyio
 
@@ -396,7 +397,7 @@ async def test_tools_call_without_handshake(mcp, alice_token) -> None:
     assert r.status_code == 200
     result = r.json()["result"]
     assert result["isError"] is False
-    assert result["structuredContent"]["email"] == "alice@example.com"
+    assert result["structuredContent"]["email"] == ALICE
     assert "mcp-session-id" not in r.headers
 
 

@@ -17,10 +17,10 @@ from mcpgate import errors
 from mcpgate.errors import RouteKind
 from oauth_ext.models import User
 from tests.conftest import CLAUDE_CALLBACK, CLIENT_ADDR, INTERNAL, PUBLIC, oauth_error, proxy_headers, register
+from tests.personas import ALICE, MALLORY, OLIVIA
 
 pytestmark = pytest.mark.django_db
 
-OLIVIA = "olivia@example.com"  # an operator: the console is hers
 PAGE_CSP = "default-src 'none'; style-src 'self'; frame-ancestors 'none'; base-uri 'none'"
 AT_CLIENT = {"HTTP_HOST": PUBLIC, "REMOTE_ADDR": CLIENT_ADDR}
 
@@ -260,7 +260,7 @@ def test_a_503_on_an_oauth_route_is_json_with_retry_after(public_client: Any) ->
 def test_a_503_on_a_browser_route_is_a_page_with_retry_after() -> None:
     http = HttpClient(raise_request_exception=False)
     with database_down():
-        response = http.get("/oauth/authorize?client_id=x", HTTP_HOST=PUBLIC, **proxy_headers("alice@example.com"))
+        response = http.get("/oauth/authorize?client_id=x", HTTP_HOST=PUBLIC, **proxy_headers(ALICE))
     assert_page_refusal(response, 503, "<h1>This service is temporarily unavailable</h1>")
     assert response["Retry-After"] == str(errors.RETRY_AFTER_SECONDS)
     assert "Connection refused" not in response.content.decode()
@@ -296,7 +296,7 @@ def test_jsonrpc_refusal_writes_a_jsonrpc_error_object(status: int, code: int, m
 # The sign-in refusal (identity.middleware)
 # ---------------------------------------------------------------------------
 def test_a_refused_sign_in_is_a_page_that_is_never_cached(http: HttpClient) -> None:
-    response = http.get("/oauth/authorize?client_id=x", HTTP_HOST=PUBLIC, **proxy_headers("mallory@evil.test"))
+    response = http.get("/oauth/authorize?client_id=x", HTTP_HOST=PUBLIC, **proxy_headers(MALLORY))
     assert_page_refusal(
         response,
         403,

@@ -24,6 +24,7 @@ from oauthlib.common import Request as OAuthlibRequest
 from mcp_bridge import tokens
 from oauth_ext.models import Client, User
 from oauth_ext.validators import MCPGateValidator
+from tests.personas import ALICE
 
 pytestmark = pytest.mark.django_db
 
@@ -96,7 +97,7 @@ def test_dot_authenticates_clients_by_both_methods_through_check_secret(
 
 
 def test_dot_stores_an_access_token_as_the_sha256_checksum_mcp_bridge_looks_up(gemini: Client) -> None:
-    alice = User.objects.create(username="alice@example.com", email="alice@example.com")
+    alice = User.objects.create(username=ALICE, email=ALICE)
     token = get_access_token_model()(
         user=alice, application=gemini, scope="mcp", expires=timezone.now() + timedelta(hours=1)
     )
@@ -109,7 +110,7 @@ def test_dot_stores_an_access_token_as_the_sha256_checksum_mcp_bridge_looks_up(g
 
 def test_mcp_bridge_lookup_returns_what_dots_own_lookup_returns(gemini: Client, django_assert_num_queries: Any) -> None:
     """Every concrete field of the token, its user and its client, as DOT's ``select_related`` query loads them."""
-    alice = User.objects.create(username="alice@example.com", email="alice@example.com", proxy_groups=["eng"])
+    alice = User.objects.create(username=ALICE, email=ALICE, proxy_groups=["eng"])
     token = get_access_token_model()(
         user=alice,
         application=gemini,

@@ -14,6 +14,7 @@ from audit.models import AuditEvent, AuditKind
 from oauth_ext.models import Client, Consent, User
 from oauth_ext.services import client_create, clients_purge_unused, registration_token_issue
 from tests.conftest import CLAUDE_CALLBACK, CLIENT_ADDR, GEMINI_CALLBACK, Flow, register
+from tests.personas import ALICE
 
 pytestmark = pytest.mark.django_db
 
@@ -89,7 +90,7 @@ def test_client_with_a_sign_in_under_way_kept(flow: Flow, make_client: Callable[
 
 
 def test_purge_takes_the_clients_consents_with_it(stale: Client) -> None:
-    alice = User.objects.create(username="alice@example.com", email="alice@example.com")
+    alice = User.objects.create(username=ALICE, email=ALICE)
     Consent.objects.create(user=alice, client=stale, scopes=["mcp"])
     purge()
     assert not Consent.objects.exists()

@@ -29,6 +29,7 @@ from tests.conftest import (
     basic_auth,
     oauth_error,
 )
+from tests.personas import ALICE
 
 pytestmark = pytest.mark.django_db
 
@@ -108,7 +109,7 @@ def test_refresh_is_audited(flow: Flow, public_client: Client, tokens: dict[str,
     refresh(flow, public_client, tokens["refresh_token"])
     event = AuditEvent.objects.get(event=AuditKind.TOKEN_REFRESHED)
     assert event.client == public_client
-    assert event.email == "alice@example.com"
+    assert event.email == ALICE
     assert event.detail == {"scope": "mcp", "resource": [PUBLIC_RESOURCE]}
 
 
@@ -213,7 +214,7 @@ def test_reuse_is_audited_with_the_family_not_the_token(
     refresh(flow, public_client, tokens["refresh_token"])
     event = AuditEvent.objects.get(event=AuditKind.REFRESH_REUSE)
     assert event.client == public_client
-    assert event.email == "alice@example.com"
+    assert event.email == ALICE
     assert event.detail == {"token_family": str(refresh_row(tokens["refresh_token"]).token_family)}
     assert AuditEvent.objects.get(event=AuditKind.TOKEN_ERROR).detail == {
         "error": "invalid_grant",
@@ -280,7 +281,7 @@ def test_refresh_for_disabled_client_refused(flow: Flow, public_client: Client, 
 
 
 def test_refresh_for_disabled_person_refused(flow: Flow, public_client: Client, tokens: dict[str, Any]) -> None:
-    User.objects.filter(username="alice@example.com").update(is_active=False)
+    User.objects.filter(username=ALICE).update(is_active=False)
     response = refresh(flow, public_client, tokens["refresh_token"])
     assert response.status_code == 400
     assert response.json() == INVALID_GRANT
@@ -288,13 +289,13 @@ def test_refresh_for_disabled_person_refused(flow: Flow, public_client: Client, 
 
 def test_grace_sibling_for_disabled_person_refused(flow: Flow, public_client: Client, tokens: dict[str, Any]) -> None:
     refresh(flow, public_client, tokens["refresh_token"])
-    User.objects.filter(username="alice@example.com").update(is_active=False)
+    User.objects.filter(username=ALICE).update(is_active=False)
     assert refresh(flow, public_client, tokens["refresh_token"]).json() == INVALID_GRANT
 
 
 def test_code_for_person_disabled_since_refused(flow: Flow, public_client: Client) -> None:
     query, pkce, _ = flow.authorize_code(public_client.client_id)
-    User.objects.filter(username="alice@example.com").update(is_active=False)
+    User.objects.filter(username=ALICE).update(is_active=False)
     response = flow.exchange(public_client.client_id, query["code"], pkce)
     assert response.status_code == 400
     assert response.json() == INVALID_GRANT

@@ -26,6 +26,7 @@ from tests.conftest import (
     dot_settings,
     oauth_error,
 )
+from tests.personas import ALICE
 
 pytestmark = pytest.mark.django_db
 
@@ -72,7 +73,7 @@ def test_code_exchange_issues_bearer_and_refresh_token(flow: Flow, public_client
     assert body["expires_in"] == 3600
     assert body["scope"] == "mcp"
     token = AccessToken.objects.get(token_checksum=sha256(body["access_token"]))
-    assert token.user.email == "alice@example.com"
+    assert token.user.email == ALICE
     assert token.application == public_client
     assert token.resource == [PUBLIC_RESOURCE]
     assert Client.objects.get(pk=public_client.pk).last_used_at is not None

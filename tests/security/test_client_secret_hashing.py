@@ -40,6 +40,7 @@ from tests.conftest import (
     oauth_error,
     register,
 )
+from tests.personas import OLIVIA
 
 pytestmark = pytest.mark.django_db
 
@@ -131,7 +132,7 @@ def test_a_new_confidential_secret_is_stored_salted_with_the_fast_hasher(gemini:
 
 def test_a_rotated_secret_is_stored_with_the_fast_hasher(gemini: tuple[Client, str], flow: Flow) -> None:
     client, old = gemini
-    olivia = User.objects.create(username="olivia@example.com", email="olivia@example.com", is_staff=True)
+    olivia = User.objects.create(username=OLIVIA, email=OLIVIA, is_staff=True)
     new = client_rotate_secret(client=client, operator=olivia)
     assert stored_secret(client).startswith(FAST + "$")
     auth = basic_auth(client.client_id, new)

@@ -18,6 +18,7 @@ from oauth2_provider.models import get_access_token_model, get_refresh_token_mod
 from audit.models import AuditEvent, AuditKind
 from oauth_ext.models import Client
 from tests.conftest import LOOPBACK_REDIRECT, PKCE, Flow
+from tests.personas import ALICE
 from tests.security.tokenuse import INVALID_GRANT, refresh_works, works_at_mcp
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -63,7 +64,7 @@ def test_a_replayed_code_is_refused_and_the_tokens_of_its_first_redemption_stop_
     assert not refresh_works(claude_code.client_id, tokens["refresh_token"])
     event = AuditEvent.objects.get(event=AuditKind.CODE_REUSE)
     assert event.client == claude_code
-    assert event.email == "alice@example.com"
+    assert event.email == ALICE
     assert event.host == "public"
     assert set(event.detail) == {"token_family"}
     assert code not in str(event.detail)

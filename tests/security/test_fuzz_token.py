@@ -29,6 +29,7 @@ from tests.conftest import (
     PUBLIC_RESOURCE,
     Flow,
 )
+from tests.personas import ALICE
 from tests.security.strategies import (
     Pairs,
     assert_no_leak,
@@ -114,7 +115,7 @@ PLAUSIBLE: dict[str, st.SearchStrategy[str]] = {
     "refresh_token": st.sampled_from(["", "r" * 30]),
     "scope": st.sampled_from(["mcp", "mcp offline_access", "openid", "", "mcp mcp"]),
     "resource": st.sampled_from([PUBLIC_RESOURCE, INTERNAL_RESOURCE, "https://evil.test/mcp", ""]),
-    "username": st.just("alice@example.com"),
+    "username": st.just(ALICE),
     "password": st.just("x"),
 }
 

@@ -126,7 +126,7 @@ WRONG_TYPES = [
     ("grant_types", "authorization_code", "grant_types must be an array"),
     ("grant_types", [None], "Each grant_type must be a string"),
     ("response_types", {"code": True}, "response_types must be an array of strings."),
-    ("contacts", "alice@example.com", "contacts must be an array of strings."),
+    ("contacts", ALICE, "contacts must be an array of strings."),
     ("jwks", "keys", "jwks must be an object."),
 ]
 
@@ -321,7 +321,7 @@ def test_a_nul_character_in_the_consent_form_gets_an_error_page(flow: Flow, publ
     for field in ("client_id", "nonce", "state"):
         data = {**hidden_inputs(page.content.decode()), field: f"x{NUL}", "allow": "Authorize"}
         response = flow.http.post(
-            "/oauth/authorize", data, HTTP_HOST=PUBLIC, HTTP_ORIGIN=PUBLIC_BASE, **proxy_headers("alice@example.com")
+            "/oauth/authorize", data, HTTP_HOST=PUBLIC, HTTP_ORIGIN=PUBLIC_BASE, **proxy_headers(ALICE)
         )
         assert "invalid_request: The request contains a NUL character." in error_page(response), field
     assert not get_grant_model().objects.exists()

@@ -27,6 +27,7 @@ from tests.conftest import (
     oauth_error,
     proxy_headers,
 )
+from tests.personas import ALICE
 
 pytestmark = pytest.mark.django_db
 
@@ -81,7 +82,7 @@ def test_a_malformed_code_challenge_in_the_consent_form_gets_an_error_page(flow:
     assert page.status_code == 200
     data = {**hidden_inputs(page.content.decode()), "code_challenge": "abcde", "allow": "Authorize"}
     response = flow.http.post(
-        "/oauth/authorize", data, HTTP_HOST=PUBLIC, HTTP_ORIGIN=PUBLIC_BASE, **proxy_headers("alice@example.com")
+        "/oauth/authorize", data, HTTP_HOST=PUBLIC, HTTP_ORIGIN=PUBLIC_BASE, **proxy_headers(ALICE)
     )
     assert response.status_code == 400
     assert not response.has_header("Location")

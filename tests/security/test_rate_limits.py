@@ -38,6 +38,7 @@ from tests.conftest import (
     register,
 )
 from tests.e2e.oauthclient import PKCE
+from tests.personas import ALICE, BOB
 
 pytestmark = pytest.mark.django_db
 
@@ -321,7 +322,7 @@ def test_authorization_over_a_persons_limit_is_a_429_page_and_shows_no_consent(h
         {
             "detail": {"route": "authorize", "key": "person", "rate": "2/h"},
             "ip": PROXY_ADDR,
-            "user__email": "alice@example.com",
+            "user__email": ALICE,
         }
     ]
 
@@ -330,9 +331,9 @@ def test_authorization_over_a_persons_limit_is_a_429_page_and_shows_no_consent(h
 def test_people_behind_one_proxy_address_each_have_their_own_budget(http: HttpClient, public_client) -> None:
     flow = Flow(http)
     for _ in range(3):
-        flow.authorize(authorize_params(public_client.client_id, PKCE.make()), email="alice@example.com")
+        flow.authorize(authorize_params(public_client.client_id, PKCE.make()), email=ALICE)
 
-    response = flow.authorize(authorize_params(public_client.client_id, PKCE.make()), email="bob@example.com")
+    response = flow.authorize(authorize_params(public_client.client_id, PKCE.make()), email=BOB)
 
     assert response.status_code == 200
 
@@ -344,7 +345,7 @@ def test_the_legacy_authorize_alias_is_the_same_door(http: HttpClient, public_cl
     flow.authorize(authorize_params(public_client.client_id, PKCE.make()))
     query = "&".join(f"{k}={v}" for k, v in authorize_params(public_client.client_id, PKCE.make()).items())
 
-    response = http.get(f"/authorize?{query}", HTTP_HOST=PUBLIC, **proxy_headers("alice@example.com"))
+    response = http.get(f"/authorize?{query}", HTTP_HOST=PUBLIC, **proxy_headers(ALICE))
 
     assert response.status_code == 429
 

@@ -37,6 +37,7 @@ from oauth_ext.models import Client, User
 from tests.conftest import CLAUDE_CALLBACK, RateLimitClock
 from tests.e2e import conftest as e2e
 from tests.e2e.server import GunicornServer
+from tests.personas import ALICE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -155,7 +156,7 @@ def test_120_concurrent_token_requests_for_one_client_from_many_addresses_admit_
 
 
 def test_120_concurrent_mcp_calls_with_one_token_run_exactly_30_tools(gunicorn_server: GunicornServer) -> None:
-    alice = User.objects.create(username="alice@example.com", email="alice@example.com")
+    alice = User.objects.create(username=ALICE, email=ALICE)
     app = Client.objects.create(
         name="Claude Code",
         client_type=Client.CLIENT_PUBLIC,

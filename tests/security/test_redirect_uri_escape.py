@@ -37,6 +37,7 @@ from tests.conftest import (
     proxy_headers,
     register,
 )
+from tests.personas import ALICE, OLIVIA
 
 pytestmark = pytest.mark.django_db
 
@@ -317,9 +318,9 @@ def test_the_seeded_allowlist_entries_are_clean() -> None:
 
 
 def test_the_console_refuses_an_escaping_allowlist_entry(settings: Any) -> None:
-    settings.MCPGATE_OPERATOR_EMAILS = ["olivia@example.com"]
+    settings.MCPGATE_OPERATOR_EMAILS = [OLIVIA]
     console = HttpClient()
-    headers = {"HTTP_HOST": INTERNAL, **proxy_headers("olivia@example.com")}
+    headers = {"HTTP_HOST": INTERNAL, **proxy_headers(OLIVIA)}
     before = set(RedirectAllowlistEntry.objects.values_list("uri", flat=True))
 
     page = console.post(
@@ -424,7 +425,7 @@ def test_an_escaping_redirect_uri_never_reaches_the_consent_page(http: HttpClien
     client_id = json.loads(registered.content).get("client_id", "unregistered")
 
     query = urlencode(authorize_params(client_id, PKCE.make(), redirect_uri=CHATGPT + "../../x"))
-    page = http.get("/oauth/authorize?" + query, HTTP_HOST="mcp.example.com", **proxy_headers("alice@example.com"))
+    page = http.get("/oauth/authorize?" + query, HTTP_HOST="mcp.example.com", **proxy_headers(ALICE))
 
     assert page.status_code == 400
     assert not page.has_header("Location")
