@@ -38,8 +38,11 @@ $(ENV_FILE):
 	@echo "MCPGATE_PUBLIC_URL=http://localhost:$(PORT)" >> $@
 	@echo "wrote $@ (local settings; edit freely)"
 
+# /metrics merges every worker's values through PROMETHEUS_MULTIPROC_DIR (deploy/gunicorn.conf.py empties
+# it at start); without it each scrape would see one worker's numbers only.
 run: venv $(ENV_FILE)
 	$(PY) manage.py migrate --noinput && \
+	PROMETHEUS_MULTIPROC_DIR="$${PROMETHEUS_MULTIPROC_DIR:-$(CURDIR)/cache/metrics}" \
 	exec $(VENV)/bin/gunicorn -c deploy/gunicorn.conf.py -k uvicorn_worker.UvicornWorker $(if $(BIND),--bind $(BIND)) mcpgate.asgi:application
 
 test: venv e2e-tools lint typecheck test-sqlite test-postgres

@@ -66,6 +66,7 @@ def post_worker_init(worker: object) -> None:
 def on_starting(server: object) -> None:
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if directory:
+        Path(directory).mkdir(parents=True, exist_ok=True)
         for stale in Path(directory).glob("*.db"):
             stale.unlink()
 

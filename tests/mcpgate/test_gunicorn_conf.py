@@ -30,6 +30,13 @@ def test_the_directory_is_emptied_at_start_and_a_dead_workers_values_are_dropped
     assert dead == [4343]
 
 
+def test_a_missing_directory_is_created_at_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    directory = tmp_path / "metrics"
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(directory))
+    runpy.run_path(str(CONF))["on_starting"](None)
+    assert directory.is_dir()
+
+
 def test_without_the_directory_the_hooks_do_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     dead: list[Any] = []
