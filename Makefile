@@ -65,7 +65,7 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 
 typecheck: venv
-	SECRET_KEY=typecheck MCPGATE_INTERNAL_URL=http://127.0.0.1:8000 $(VENV)/bin/mypy mcpgate audit identity oauth_ext console mcp_bridge notes
+	SECRET_KEY=typecheck MCPGATE_INTERNAL_URL=http://127.0.0.1:8000 $(VENV)/bin/mypy mcpgate audit identity oauth_ext console gateway mcp_bridge notes
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(E2E_NODE)/node_modules

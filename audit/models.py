@@ -36,6 +36,9 @@ class AuditKind(models.TextChoices):
     OPERATOR_REMOVED = "operator_removed", "operator rights removed"
     TOOL_CALL = "tool_call", "tool called"
     RATE_LIMITED = "rate_limited", "rate limit reached"
+    UPSTREAM_ADDED = "upstream_added", "upstream added"
+    UPSTREAM_CHANGED = "upstream_changed", "upstream changed"
+    UPSTREAM_REMOVED = "upstream_removed", "upstream removed"
 
 
 class AuditEvent(models.Model):

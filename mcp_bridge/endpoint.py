@@ -38,6 +38,7 @@ from rest_framework.exceptions import AuthenticationFailed
 
 from audit.models import AuditKind
 from audit.services import audit_record
+from gateway.runtime import Link, hub
 from mcpgate import errors, ratelimit
 from mcpgate.errors import TRANSIENT_DATABASE_ERRORS, jsonrpc_refusal
 from mcpgate.hosts import host_for_request
@@ -198,6 +199,7 @@ class RequestMessage:
 
     def __init__(self, body: bytes) -> None:
         self.body = body
+        self._groups: frozenset[str] = frozenset()
 
     @cached_property
     def parsed(self) -> Any:
@@ -241,12 +243,32 @@ class RequestMessage:
             identifier = None
         return jsonrpc_refusal(400, INVALID_REQUEST, f"Invalid request: {problem}", id=identifier)
 
+    @cached_property
+    def upstream(self) -> Link | None:
+        """The upstream a tools/call, prompts/get or resources/read goes to (gateway.runtime), if any."""
+        message = self.parsed
+        if not isinstance(message, dict) or not isinstance(message.get("params"), dict):
+            return None
+        params, method, groups = message["params"], message.get("method"), self._groups
+        name = params.get("name")
+        if method == "tools/call" and isinstance(name, str) and registry.get(name) is None:
+            return hub.tool(name, groups)
+        if method == "prompts/get" and isinstance(name, str):
+            return hub.prompt(name, groups)
+        uri = params.get("uri")
+        if method == "resources/read" and isinstance(uri, str):
+            return hub.resource(uri, groups)
+        return None
+
     def missing_scopes(self, context: ToolContext) -> frozenset[str]:
-        """A tools/call for a tool needing scopes the token lacks: the client should step up."""
+        """A request for a tool (or an upstream's prompt or resource) needing scopes the token lacks:
+        the client should step up."""
+        self._groups = context.groups
         tool = registry.get(self.called_tool) if self.called_tool else None
-        if tool is None or not tool.visible_to(context):
-            return frozenset()
-        return tool.missing_scopes(context.scopes)
+        if tool is not None:
+            return tool.missing_scopes(context.scopes) if tool.visible_to(context) else frozenset()
+        link = self.upstream
+        return link.config.scopes - context.scopes if link is not None else frozenset()
 
 
 def jsonrpc_problem(message: Any) -> str | None:
@@ -335,7 +357,8 @@ class MCPEndpoint:
 
     @contextlib.asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
-        async with self.manager.run():
+        """The SDK's task group, and this worker's upstream connections (gateway.runtime)."""
+        async with self.manager.run(), hub.running():
             yield
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

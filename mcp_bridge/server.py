@@ -23,6 +23,7 @@ from pydantic_core import ErrorDetails
 
 from audit.models import AuditKind
 from audit.services import audit_record
+from gateway.runtime import Link, UpstreamFailed, hub
 from mcpgate.errors import MCP_UNAVAILABLE_MESSAGE, TRANSIENT_DATABASE_ERRORS
 from mcpgate.hosts import configured_hosts
 from mcpgate.observability import tracing
@@ -34,6 +35,7 @@ from .registry import Tool, registry
 logger = logging.getLogger(__name__)
 
 SERVER_NAME = "mcpgate"
+RESOURCE_NOT_FOUND = -32002  # MCP resources, "Error Handling"
 CONTEXT_KEY = "mcpgate.tool_context"
 OUTCOME_KEY = "mcpgate.outcome"
 
@@ -144,9 +146,11 @@ def _describe(tool: Tool) -> types.Tool:
 
 
 async def list_tools(ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
-    """tools/list: every tool the person may use (groups); see Tool.visible_to for scopes."""
+    """tools/list: every tool the person may use (groups), local ones first, then the upstreams'
+    (from the gateway's memory: no upstream is asked). See Tool.visible_to for scopes."""
     caller = _tool_context(ctx)
-    return types.ListToolsResult(tools=[_describe(t) for t in registry.all() if t.visible_to(caller)])
+    local = [_describe(t) for t in registry.all() if t.visible_to(caller)]
+    return types.ListToolsResult(tools=local + hub.tools_for(caller.groups))
 
 
 async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
@@ -157,6 +161,9 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.Call
     """
     caller = _tool_context(ctx)
     tool = registry.get(params.name)
+    link = hub.tool(params.name, caller.groups) if tool is None else None
+    if link is not None:
+        return await call_upstream_tool(ctx, caller, link, params)
     try:
         if tool is None or not tool.visible_to(caller):
             await sync_to_async(audit_unknown_tool, thread_sensitive=False)(caller, params.name)
@@ -169,6 +176,107 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.Call
         if isinstance(outcome, Outcome):
             outcome.database_unavailable = True
         raise MCPError(types.INTERNAL_ERROR, MCP_UNAVAILABLE_MESSAGE) from None
+
+
+async def call_upstream_tool(
+    ctx: Any, caller: ToolContext, link: Link, params: types.CallToolRequestParams
+) -> types.CallToolResult:
+    """tools/call through the gateway: the upstream's result as it gave it, and one audit row naming it.
+
+    The upstream gets only what its operator configured (gateway.runtime), never the caller's
+    token (MCP authorization, "Access Token Privilege Restriction"). An upstream that is down,
+    times out or answers garbage is a tool error (``isError``) within its timeout; a JSON-RPC error
+    of the upstream's own (an unknown tool, invalid parameters) passes on as that error.
+    """
+    arguments = dict(params.arguments or {})
+    started = time.perf_counter()
+    failure: MCPError | None = None
+    with tracing.tool_span(params.name):
+        try:
+            result = await link.call_tool(params.name, arguments)
+            outcome = "error" if result.is_error else "ok"
+        except UpstreamFailed as exc:
+            result, outcome = _error_result(exc.message), str(exc.failure)
+        except MCPError as exc:
+            result, outcome, failure = None, "upstream_error", exc
+    try:
+        await sync_to_async(audit_upstream_call, thread_sensitive=False)(
+            caller,
+            params.name,
+            upstream=link.config.name,
+            outcome=outcome,
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            arguments=arguments,
+        )
+    except TRANSIENT_DATABASE_ERRORS as exc:
+        log_database_unavailable(exc, f"auditing a call of {params.name[:128]!r}")
+        outcome_marker = ctx.request.scope.get(OUTCOME_KEY) if ctx.request is not None else None
+        if isinstance(outcome_marker, Outcome):
+            outcome_marker.database_unavailable = True
+        raise MCPError(types.INTERNAL_ERROR, MCP_UNAVAILABLE_MESSAGE) from None
+    if failure is not None:
+        raise failure
+    assert result is not None
+    return result
+
+
+def audit_upstream_call(caller: ToolContext, name: str, *, upstream: str, **fields: Any) -> None:
+    try:
+        audit_tool_call(caller, name, upstream=upstream, **fields)
+    except TRANSIENT_DATABASE_ERRORS:
+        close_old_connections()
+        raise
+
+
+async def list_prompts(ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListPromptsResult:
+    """prompts/list: the upstreams' prompts the person may use, as ``<prefix>__<name>``."""
+    return types.ListPromptsResult(prompts=hub.prompts_for(_tool_context(ctx).groups))
+
+
+async def get_prompt(ctx: Any, params: types.GetPromptRequestParams) -> types.GetPromptResult:
+    """prompts/get, routed to the upstream that offers the prompt (MCP prompts, "Error Handling": -32602)."""
+    link = hub.prompt(params.name, _tool_context(ctx).groups)
+    if link is None:
+        raise MCPError(types.INVALID_PARAMS, f"Unknown prompt: {params.name}")
+    try:
+        return await link.get_prompt(params.name, params.arguments)
+    except UpstreamFailed as exc:
+        raise MCPError(types.INTERNAL_ERROR, exc.message) from None
+
+
+async def list_resources(ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListResourcesResult:
+    """resources/list: the upstreams' resources the person may use, URIs unchanged (gateway.catalog)."""
+    return types.ListResourcesResult(resources=hub.resources_for(_tool_context(ctx).groups))
+
+
+async def list_resource_templates(
+    ctx: Any, params: types.PaginatedRequestParams | None
+) -> types.ListResourceTemplatesResult:
+    return types.ListResourceTemplatesResult(resource_templates=hub.templates_for(_tool_context(ctx).groups))
+
+
+async def read_resource(ctx: Any, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
+    """resources/read, routed by URI (gateway.catalog); unknown: -32002 (MCP resources, "Error Handling")."""
+    link = hub.resource(params.uri, _tool_context(ctx).groups)
+    if link is None:
+        raise MCPError(RESOURCE_NOT_FOUND, "Resource not found", data={"uri": params.uri})
+    try:
+        return await link.read_resource(params.uri)
+    except UpstreamFailed as exc:
+        raise MCPError(types.INTERNAL_ERROR, exc.message) from None
+
+
+async def complete(ctx: Any, params: types.CompleteRequestParams) -> types.CompleteResult:
+    """completion/complete, routed like the prompt or resource template it completes."""
+    groups = _tool_context(ctx).groups
+    ref = params.ref
+    link = hub.prompt(ref.name, groups) if isinstance(ref, types.PromptReference) else hub.resource(ref.uri, groups)
+    if link is None:
+        return types.CompleteResult(completion=types.Completion(values=[]))
+    try:
+        return await link.complete(params)
+    except UpstreamFailed as exc:
+        raise MCPError(types.INTERNAL_ERROR, exc.message) from None
 
 
 def audit_unknown_tool(caller: ToolContext, name: str) -> None:
@@ -234,10 +342,18 @@ def _run_tool(tool: Tool, caller: ToolContext, arguments: dict[str, Any]) -> typ
 
 
 def audit_tool_call(
-    caller: ToolContext, tool: str, *, outcome: str, duration_ms: float, arguments: dict[str, Any] | None
+    caller: ToolContext,
+    tool: str,
+    *,
+    outcome: str,
+    duration_ms: float,
+    arguments: dict[str, Any] | None,
+    upstream: str | None = None,
 ) -> None:
     """The audit row of one tools/call (the one write on the hot path): never the argument values."""
     detail: dict[str, Any] = {"tool": tool[:128], "outcome": outcome, "duration_ms": duration_ms}
+    if upstream is not None:
+        detail["upstream"] = upstream
     if arguments is not None:
         detail["arguments_sha256"] = arguments_digest(arguments)
     audit_record(
@@ -261,6 +377,12 @@ def build_server() -> Server[Any]:
         instructions="Tools of your organisation, called as you.",
         on_list_tools=list_tools,
         on_call_tool=call_tool,
+        on_list_prompts=list_prompts,
+        on_get_prompt=get_prompt,
+        on_list_resources=list_resources,
+        on_list_resource_templates=list_resource_templates,
+        on_read_resource=read_resource,
+        on_completion=complete,
     )
 
 

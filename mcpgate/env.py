@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import dj_database_url
+from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 from dotenv import load_dotenv
 
@@ -116,6 +117,55 @@ def envnetworks(name: str, default: str = "") -> list[IPNetwork]:
         except ValueError:
             raise ImproperlyConfigured(f"{name}: {item!r} is not an IP address or CIDR network") from None
     return networks
+
+
+def envfernetkeys(name: str) -> list[str]:
+    """Fernet keys (32 url-safe base64 bytes each) separated by commas and/or whitespace; NAME_FILE wins."""
+    keys = envsecret(name).replace(",", " ").split()
+    for position, key in enumerate(keys, start=1):
+        try:
+            Fernet(key)
+        except (ValueError, TypeError):
+            raise ImproperlyConfigured(
+                f"{name}: key {position} is not a Fernet key (32 url-safe base64-encoded bytes, "
+                "as Fernet.generate_key() makes)"
+            ) from None
+    return keys
+
+
+_SCOPE_NAME = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")  # RFC 6749 §3.3 scope-token
+
+
+def envscopes(name: str) -> dict[str, str]:
+    """Scopes and what the consent page says of each: ``name=description`` items separated by ``;``."""
+    scopes: dict[str, str] = {}
+    for item in os.environ.get(name, "").split(";"):
+        if not item.strip():
+            continue
+        scope, sep, description = item.partition("=")
+        scope, description = scope.strip(), description.strip()
+        if not sep or not _SCOPE_NAME.fullmatch(scope) or not description:
+            raise ImproperlyConfigured(
+                f"{name}: {item.strip()!r} is not scope=description "
+                "(e.g. db:read=Read the databases; db:write=Change them)"
+            )
+        scopes[scope] = description
+    return scopes
+
+
+def envfloat(name: str, default: float, *, minimum: float = 0.0) -> float:
+    """A number (e.g. seconds), at least ``minimum``."""
+    value = os.environ.get(name)
+    if value is None:
+        number = default
+    else:
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise ImproperlyConfigured(f"{name} must be a number, not {value!r}") from None
+    if not number >= minimum:  # also refuses nan
+        raise ImproperlyConfigured(f"{name} must be at least {minimum:g}, not {value}")
+    return number
 
 
 def is_loopback_host(hostname: str) -> bool:

@@ -13,10 +13,13 @@ from mcpgate.env import (
     envcache,
     envchoice,
     envdatabase,
+    envfernetkeys,
+    envfloat,
     envint,
     envlist,
     envnetworks,
     envrate,
+    envscopes,
     envsecret,
     envstr,
     load_env_file,
@@ -79,7 +82,7 @@ MCPGATE_VERSION = "0.1.0"
 MCPGATE_ALLOWED_ORIGINS = envlist("MCPGATE_ALLOWED_ORIGINS")
 
 # OAuth policy
-MCPGATE_SCOPES = {"mcp": "Use the organisation's MCP tools as you"}
+MCPGATE_SCOPES = {"mcp": "Use the organisation's MCP tools as you", **envscopes("MCPGATE_EXTRA_SCOPES")}
 MCPGATE_ACCESS_TOKEN_SECONDS = envint("MCPGATE_ACCESS_TOKEN_SECONDS", 3600, minimum=60)
 MCPGATE_REFRESH_TOKEN_SECONDS = envint("MCPGATE_REFRESH_TOKEN_SECONDS", 30 * 86400, minimum=300)
 MCPGATE_REFRESH_GRACE_SECONDS = envint("MCPGATE_REFRESH_GRACE_SECONDS", 30)
@@ -121,6 +124,18 @@ MCPGATE_CACHE_DIR = envstr("MCPGATE_CACHE_DIR") or str(Path(_SQLITE_FILE).parent
 MCPGATE_LOG_FORMAT = envchoice("MCPGATE_LOG_FORMAT", "text", choices=("text", "json"))
 MCPGATE_METRICS_NETWORKS = envnetworks("MCPGATE_METRICS_NETWORKS", "127.0.0.0/8 ::1/128")
 
+# The gateway (gateway.runtime): upstream MCP servers served through /mcp.
+# Fernet keys sealing upstream credentials at rest: the first seals, all open (rotation: put the new
+# key first, run `manage.py rotate_upstream_keys`, then drop the old one). `make run` writes one to .env.
+MCPGATE_UPSTREAM_KEYS = envfernetkeys("MCPGATE_UPSTREAM_KEYS")
+# How often each worker looks for upstreams added, changed or removed (at any replica), in seconds.
+MCPGATE_UPSTREAM_POLL_SECONDS = envfloat("MCPGATE_UPSTREAM_POLL_SECONDS", 2.0, minimum=0.1)
+# How often each upstream's tools, prompts and resources are listed again (list_changed notifications
+# also trigger it), in seconds.
+MCPGATE_UPSTREAM_REFRESH_SECONDS = envfloat("MCPGATE_UPSTREAM_REFRESH_SECONDS", 300.0, minimum=1.0)
+# stdio upstreams each worker runs at most (one process per stdio upstream per worker).
+MCPGATE_UPSTREAM_STDIO_MAX = envint("MCPGATE_UPSTREAM_STDIO_MAX", 16, minimum=0)
+
 # ---------------------------------------------------------------------------
 # Django
 # ---------------------------------------------------------------------------
@@ -138,6 +153,7 @@ INSTALLED_APPS = [
     "audit",
     "identity",
     "oauth_ext",
+    "gateway",
     "mcp_bridge",
     "notes",  # example tools; remove from a deployment that does not want them
     "mcpgate.observability.apps.ObservabilityConfig",  # metrics, traces and /metrics once the apps are loaded

@@ -21,19 +21,19 @@ def register_scope(name: str, description: str) -> None:
     _registered[name] = description
 
 
-# Set by mcp_bridge when it loads: for a scope, the titles of the tools that need it. Kept as a
-# hook so the authorization server does not import the resource server.
-_tool_catalog: Callable[[str], list[str]] = lambda scope: []  # noqa: E731
+# Added by mcp_bridge (local tools) and the gateway (upstreams) when they load: for a scope, the
+# titles of what needs it. Kept as hooks so the authorization server does not import the resource server.
+_tool_catalogs: list[Callable[[str], list[str]]] = []
 
 
-def set_tool_catalog(catalog: Callable[[str], list[str]]) -> None:
-    global _tool_catalog
-    _tool_catalog = catalog
+def add_tool_catalog(catalog: Callable[[str], list[str]]) -> None:
+    if catalog not in _tool_catalogs:
+        _tool_catalogs.append(catalog)
 
 
 def tools_needing(scope: str) -> list[str]:
     """Titles of the tools a scope helps unlock, for the consent page."""
-    return _tool_catalog(scope)
+    return [title for catalog in _tool_catalogs for title in catalog(scope)]
 
 
 def all_scopes() -> dict[str, str]:

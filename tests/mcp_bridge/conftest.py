@@ -89,13 +89,14 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
-async def site() -> AsyncIterator[Any]:
+async def site(transactional_db: Any) -> AsyncIterator[Any]:
     """The ASGI site (mcpgate.asgi.Application) with its lifespan running.
 
     /mcp does its database work in the event loop's default executor (as under uvicorn). Here
     that executor is one thread of ours, so the connection it opens can be closed afterwards:
     left open, PostgreSQL refuses to drop the test database at the end ("being accessed by
     other users"). The thread that ``sync_to_async`` uses for the tests' own reads likewise.
+    The database comes first: the lifespan's gateway (gateway.runtime) reads the upstreams at once.
     """
     from mcpgate.asgi import Application
 

@@ -52,6 +52,15 @@ def body_for(version: str, method: str = "ping") -> dict[str, Any]:
     return rpc(method, envelope()) if version == MODERN_VERSION else rpc(method)
 
 
+# Tools (local and the upstreams'), and the upstreams' prompts, resources and completions (gateway).
+CAPABILITIES = {
+    "tools": {"listChanged": False},
+    "prompts": {"listChanged": False},
+    "resources": {"subscribe": False, "listChanged": False},
+    "completions": {},
+}
+
+
 # -- L1, L2: the handshake (2025 versions) -----------------------------------------------------
 
 
@@ -66,7 +75,7 @@ async def test_initialize_answers_the_requested_version(mcp, alice_token, versio
         "id": 1,
         "result": {
             "protocolVersion": version,
-            "capabilities": {"tools": {"listChanged": False}},
+            "capabilities": CAPABILITIES,
             "serverInfo": {"name": "mcpgate", "version": settings.MCPGATE_VERSION},
             "instructions": INSTRUCTIONS,
         },
@@ -377,7 +386,7 @@ async def test_server_discover(mcp, alice_token) -> None:
         "id": 1,
         "result": {
             "supportedVersions": [MODERN_VERSION],
-            "capabilities": {"tools": {"listChanged": False}},
+            "capabilities": CAPABILITIES,
             "instructions": INSTRUCTIONS,
             "cacheScope": "private",
             "ttlMs": 0,

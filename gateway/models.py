@@ -1,0 +1,114 @@
+"""Upstreams (an MCP server mcpgate is a client of) and what workers last saw of each."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.validators import RegexValidator
+from django.db import models, transaction
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
+from django.utils import timezone
+
+from oauth_ext.scopes import add_tool_catalog
+
+from . import hooks
+
+# A name and a prefix: lower-case letters, digits and dashes, 1-31 characters, so that
+# ``<prefix>__<tool>`` stays within the [A-Za-z0-9_-]{1,64} that Claude's and OpenAI's tool names allow.
+NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,30}$"
+name_validator = RegexValidator(
+    NAME_PATTERN, "Use 1-31 lower-case letters, digits and dashes, starting with a letter or digit."
+)
+
+
+class Transport(models.TextChoices):
+    """How mcpgate reaches the upstream (MCP "Transports")."""
+
+    STREAMABLE_HTTP = "streamable_http", "Streamable HTTP"
+    SSE = "sse", "HTTP+SSE (legacy, 2024-11-05)"
+    STDIO = "stdio", "stdio (a command mcpgate runs)"
+
+
+class Upstream(models.Model):
+    """One MCP server behind mcpgate. Credentials are sealed (gateway.crypto) and never shown again."""
+
+    name = models.CharField(max_length=31, unique=True, validators=[name_validator])
+    # Empty: the upstream's names as they are (refused when anything collides).
+    prefix = models.CharField(max_length=31, blank=True, validators=[name_validator])
+    transport = models.CharField(max_length=16, choices=Transport.choices)
+    url = models.URLField(max_length=2000, blank=True)
+    command = models.JSONField(default=list, blank=True, help_text="stdio: the program and its arguments.")
+    # Names only, to show; the values are in the sealed fields.
+    header_names = models.JSONField(default=list, blank=True)
+    env_names = models.JSONField(default=list, blank=True)
+    sealed_headers = models.TextField(blank=True, editable=False)
+    sealed_env = models.TextField(blank=True, editable=False)
+    groups = models.JSONField(default=list, blank=True, help_text="oauth2-proxy groups; empty: everyone.")
+    scopes = models.JSONField(default=list, blank=True, help_text="Scopes a token needs, besides mcp.")
+    timeout_seconds = models.FloatField(default=30.0)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["prefix"], condition=~models.Q(prefix=""), name="gateway_upstream_unique_prefix"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def target(self) -> str:
+        """Where it is, for people: the URL or the command line (never a credential)."""
+        return self.url if self.transport != Transport.STDIO else " ".join(self.command)
+
+
+class UpstreamStatus(models.Model):
+    """Health and the last good catalog of an upstream, as the workers last saw it (shared by replicas).
+
+    Written by each worker at most every few seconds (gateway.runtime), never on the request path.
+    The catalog lets a worker that cannot reach the upstream still list its tools (marked stale).
+    """
+
+    upstream = models.OneToOneField(Upstream, on_delete=models.CASCADE, primary_key=True, related_name="status")
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    latency_ms = models.FloatField(null=True, blank=True)
+    protocol_version = models.CharField(max_length=32, blank=True)
+    server_name = models.CharField(max_length=200, blank=True)
+    catalog: models.JSONField[Any, Any] = models.JSONField(default=dict, blank=True)
+    catalog_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "upstream statuses"
+
+    def __str__(self) -> str:
+        return f"status of {self.upstream_id}"
+
+    @property
+    def failing(self) -> bool:
+        """The last thing that happened was an error."""
+        if self.last_error_at is None:
+            return False
+        return self.last_success_at is None or self.last_error_at >= self.last_success_at
+
+
+@receiver([post_save, post_delete], sender=Upstream)
+def _upstream_changed(**kwargs: Any) -> None:
+    """Other workers and replicas notice by polling (gateway.runtime); this one is told at once."""
+    transaction.on_commit(hooks.announce)
+
+
+def _unlocked_by(scope: str) -> list[str]:
+    """For the consent page: the upstreams a scope unlocks."""
+    upstreams = Upstream.objects.filter(enabled=True).only("name", "scopes")
+    return [f"{upstream.name} (all its tools)" for upstream in upstreams if scope in upstream.scopes]
+
+
+add_tool_catalog(_unlocked_by)

@@ -1,0 +1,742 @@
+"""Each worker's connections to the upstreams, kept open, listed, healed and reported (the hub and its links).
+
+How upstreams are run (one worker = one gunicorn/uvicorn worker process):
+
+- Every worker holds one MCP client session per enabled upstream (the ``mcp`` SDK's ``Client``, version
+  negotiated with ``mode="auto"``: 2026-07-28's ``server/discover``, else the ``initialize`` handshake),
+  opened when the worker starts and reopened with exponential backoff (1 s to 60 s) when it fails.
+  Requests from every caller share it; JSON-RPC ids keep concurrent calls apart.
+- A stdio upstream is therefore one process per worker: two workers on two replicas run it four
+  times. ``MCPGATE_UPSTREAM_STDIO_MAX`` bounds how many each worker starts. The processes stop with
+  the worker (the SDK's stdio shutdown: close stdin, SIGTERM, SIGKILL, all bounded).
+- HTTP upstreams share one connection pool per worker (``SharedPool``); each has its own headers
+  and timeout.
+- What an upstream offers is listed when its session opens, when it says its lists changed
+  (``notifications/*/list_changed``) and every ``MCPGATE_UPSTREAM_REFRESH_SECONDS``. ``tools/list``
+  answers from memory and never waits on an upstream; a worker that cannot reach one serves the
+  last good catalog any worker stored (``UpstreamStatus.catalog``, marked stale in the console).
+- Changes made at any replica reach every worker within ``MCPGATE_UPSTREAM_POLL_SECONDS`` (one
+  indexed query per poll), and this worker's own at once (``gateway.hooks``).
+- Health (last success, last error, latency) is kept in memory and written every few seconds, off
+  the request path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import anyio
+import httpx2
+import mcp_types as types
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections
+from django.utils import timezone
+from mcp.client.client import Client
+from mcp.client.sse import sse_client
+from mcp.client.stdio import StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+from pydantic import ValidationError
+
+from mcpgate.errors import TRANSIENT_DATABASE_ERRORS
+from mcpgate.observability import metrics
+
+from . import hooks
+from .catalog import Catalog, scheme_of
+from .crypto import KeyMissing, SealBroken, unseal
+from .models import Transport, Upstream, UpstreamStatus
+
+logger = logging.getLogger(__name__)
+
+BACKOFF_START = 1.0
+BACKOFF_MAX = 60.0
+FLUSH_SECONDS = 3.0
+# What a stdio upstream inherits besides what the SDK's stdio client always passes on
+# (mcp.client.stdio.DEFAULT_INHERITED_ENV_VARS: HOME, LOGNAME, PATH, SHELL, TERM, USER): the locale.
+STDIO_INHERITED = ("LANG",)
+LIST_CHANGED = (
+    types.ToolListChangedNotification,
+    types.PromptListChangedNotification,
+    types.ResourceListChangedNotification,
+)
+
+
+class Failure(StrEnum):
+    """Why a request through an upstream got no answer from it (the audit row's outcome)."""
+
+    UNAVAILABLE = "upstream_unavailable"
+    TIMEOUT = "upstream_timeout"
+    INVALID_RESPONSE = "upstream_invalid_response"
+
+
+class UpstreamFailed(Exception):
+    """The upstream did not answer usefully; ``message`` is written for the person."""
+
+    def __init__(self, failure: Failure, message: str) -> None:
+        super().__init__(message)
+        self.failure = failure
+        self.message = message
+
+
+def describe(exc: BaseException) -> str:
+    """One line about an error, for logs and the console: its type and first line, never a traceback."""
+    if isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        return describe(exc.exceptions[0])
+    text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    """An upstream as one worker runs it: the row, credentials opened. Never logged (``repr`` omits them)."""
+
+    id: int
+    name: str
+    prefix: str
+    transport: Transport
+    url: str
+    command: tuple[str, ...]
+    groups: frozenset[str]
+    scopes: frozenset[str]
+    timeout: float
+    updated_at: datetime
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+    problem: str = ""  # why it cannot be run (its credentials do not open)
+
+    @classmethod
+    def of(cls, upstream: Upstream) -> UpstreamConfig:
+        headers: dict[str, str] = {}
+        env: dict[str, str] = {}
+        problem = ""
+        try:
+            headers = unseal(upstream.sealed_headers)
+            env = unseal(upstream.sealed_env)
+        except (KeyMissing, SealBroken) as exc:
+            problem = str(exc)
+        return cls(
+            id=upstream.pk,
+            name=upstream.name,
+            prefix=upstream.prefix,
+            transport=Transport(upstream.transport),
+            url=upstream.url,
+            command=tuple(upstream.command),
+            groups=frozenset(upstream.groups),
+            scopes=frozenset(upstream.scopes),
+            timeout=upstream.timeout_seconds,
+            updated_at=upstream.updated_at,
+            headers=headers,
+            env=env,
+            problem=problem,
+        )
+
+    def visible_to(self, groups: frozenset[str]) -> bool:
+        """Limited to oauth2-proxy groups: only their members see it or reach it."""
+        return not self.groups or bool(self.groups & groups)
+
+
+@dataclass
+class Health:
+    """What this worker saw of an upstream since it last wrote it down."""
+
+    last_success_at: datetime | None = None
+    last_error: str = ""
+    last_error_at: datetime | None = None
+    latency_ms: float | None = None
+    protocol_version: str = ""
+    server_name: str = ""
+    catalog: dict[str, Any] | None = None  # a newly listed catalog to store
+    dirty: bool = False
+
+
+class SharedPool(httpx2.AsyncBaseTransport):
+    """One connection pool for every HTTP upstream of this worker.
+
+    Each upstream's ``httpx2.AsyncClient`` (its headers, its timeout) sends through it; the SDK's
+    transports close their client when a session ends, which must not close the pool.
+    """
+
+    def __init__(self) -> None:
+        self._pool = httpx2.AsyncHTTPTransport(limits=httpx2.Limits(max_connections=200, max_keepalive_connections=50))
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        return await self._pool.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        """Not the pool: that closes with the hub (``close``)."""
+
+    async def close(self) -> None:
+        await self._pool.aclose()
+
+
+def stdio_environment(configured: dict[str, str]) -> dict[str, str]:
+    """What a stdio upstream gets on top of the SDK's short list: the locale and the operator's variables.
+
+    Never mcpgate's own environment (SECRET_KEY, DATABASE_URL, MCPGATE_*): the SDK's stdio client
+    starts from its own short list (``get_default_environment``), not from ``os.environ``.
+    """
+    inherited = {name: os.environ[name] for name in STDIO_INHERITED if name in os.environ}
+    return {**inherited, **configured}
+
+
+class Link:
+    """One upstream as this worker holds it: the session, its catalog, its health."""
+
+    def __init__(
+        self, config: UpstreamConfig, *, pool: SharedPool, stored: Catalog | None, on_catalog: Callable[[], None]
+    ):
+        self.config = config
+        self.catalog: Catalog | None = stored
+        self.stale = True  # the catalog is not (yet) from this worker's own session
+        self.client: Client | None = None
+        self.health = Health()
+        self.hidden: tuple[str, ...] = ()  # exposed names left out because they collide
+        self.scope = anyio.CancelScope()
+        self._pool = pool
+        self._on_catalog = on_catalog
+        self._refresh = anyio.Event()
+        self._broken = False
+        self._stored_digest = _digest(stored.to_json()) if stored is not None else ""
+        if config.problem:
+            self._failed(config.problem)
+
+    # -- running ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Hold a session open until cancelled, reconnecting with backoff."""
+        if self.config.problem:
+            return
+        backoff = BACKOFF_START
+        with self.scope:
+            while True:
+                try:
+                    async with AsyncExitStack() as stack:
+                        client = await stack.enter_async_context(self._client())
+                        self._connected(client)
+                        await self._list(client)
+                        self.client = client
+                        backoff = BACKOFF_START
+                        await self._serve(client)
+                except Exception as exc:
+                    self._failed(f"connection failed: {describe(exc)}")
+                    logger.warning("upstream %s: %s", self.config.name, describe(exc))
+                finally:
+                    self.client = None
+                    self.stale = True
+                    self._on_catalog()
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+
+    def _client(self) -> Client:
+        config = self.config
+        timeout = config.timeout
+        transport: Any
+        if config.transport == Transport.STDIO:
+            program, *args = config.command
+            transport = StdioServerParameters(command=program, args=args, env=stdio_environment(config.env))
+        elif config.transport == Transport.SSE:
+
+            def factory(
+                headers: dict[str, str] | None = None, timeout: httpx2.Timeout | None = None, auth: Any = None
+            ) -> httpx2.AsyncClient:
+                return httpx2.AsyncClient(transport=self._pool, headers=headers, timeout=timeout, auth=auth)
+
+            transport = sse_client(
+                config.url, headers=dict(config.headers), timeout=timeout, httpx_client_factory=factory
+            )
+        else:
+            http = httpx2.AsyncClient(
+                transport=self._pool,
+                headers=dict(config.headers),
+                timeout=httpx2.Timeout(timeout, read=max(timeout, 300.0)),
+            )
+            transport = streamable_http_client(config.url, http_client=http)
+        return Client(
+            transport,
+            mode="auto",
+            read_timeout_seconds=timeout,
+            cache=None,  # the hub keeps the lists; nothing else is cached
+            message_handler=self._on_message,
+            client_info=types.Implementation(name="mcpgate", version=settings.MCPGATE_VERSION),
+        )
+
+    def _connected(self, client: Client) -> None:
+        info = client.server_info
+        self.health.protocol_version = client.protocol_version
+        self.health.server_name = (info.name if info else "")[:200]
+
+    async def _serve(self, client: Client) -> None:
+        """List again when asked (list_changed, a failed call) or every refresh period; return when broken."""
+        while True:
+            with anyio.move_on_after(settings.MCPGATE_UPSTREAM_REFRESH_SECONDS):
+                await self._refresh.wait()
+            self._refresh = anyio.Event()
+            if self._broken:
+                self._broken = False
+                raise ConnectionError("the session ended")
+            await self._list(client)
+
+    async def _on_message(self, message: Any) -> None:
+        if isinstance(
+            message,
+            types.ToolListChangedNotification
+            | types.PromptListChangedNotification
+            | types.ResourceListChangedNotification,
+        ):
+            self._refresh.set()
+
+    async def _list(self, client: Client) -> None:
+        """Everything the upstream offers, every page, within its timeout."""
+        started = time.perf_counter()
+        session = client.session
+        capabilities = client.server_capabilities
+        with anyio.fail_after(self.config.timeout):
+            tools = await _every_page(session.list_tools) if capabilities.tools else []
+            prompts = await _every_page(session.list_prompts) if capabilities.prompts else []
+            resources = await _every_page(session.list_resources) if capabilities.resources else []
+            templates = await _every_page(session.list_resource_templates) if capabilities.resources else []
+        catalog = Catalog.build(
+            prefix=self.config.prefix,
+            tools=list(tools),
+            prompts=list(prompts),
+            resources=list(resources),
+            templates=list(templates),
+        )
+        self.catalog = catalog
+        self.stale = False
+        stored = catalog.to_json()
+        digest = _digest(stored)
+        if digest != self._stored_digest:
+            self._stored_digest = digest
+            self.health.catalog = stored
+        self._succeeded(started)
+        self._on_catalog()
+
+    # -- health -------------------------------------------------------------------------------
+
+    def _succeeded(self, started: float) -> None:
+        latency = round((time.perf_counter() - started) * 1000, 2)
+        self.health.last_success_at = timezone.now()
+        self.health.latency_ms = latency
+        self.health.dirty = True
+        metrics.record_upstream_call(self.config.name, outcome="ok", seconds=latency / 1000)
+
+    def _failed(self, message: str, outcome: str = "error") -> None:
+        self.health.last_error = message[:500]
+        self.health.last_error_at = timezone.now()
+        self.health.dirty = True
+        metrics.record_upstream_call(self.config.name, outcome=outcome, seconds=0.0)
+
+    def request_refresh(self, *, broken: bool = False) -> None:
+        self._broken = self._broken or broken
+        self._refresh.set()
+
+    # -- requests -----------------------------------------------------------------------------
+
+    async def call_tool(self, exposed: str, arguments: dict[str, Any]) -> types.CallToolResult:
+        """tools/call under the upstream's own name; a JSON-RPC error of the upstream's passes on as is."""
+        assert self.catalog is not None
+        name = self.catalog.original_tool(exposed)
+        result = await self._request(
+            lambda session: session.call_tool(name, arguments, read_timeout_seconds=self.config.timeout)
+        )
+        if not isinstance(result, types.CallToolResult):
+            raise UpstreamFailed(Failure.INVALID_RESPONSE, self._garbage())
+        return result
+
+    async def get_prompt(self, exposed: str, arguments: dict[str, str] | None) -> types.GetPromptResult:
+        assert self.catalog is not None
+        name = self.catalog.original_prompt(exposed)
+        result = await self._request(lambda session: session.get_prompt(name, arguments))
+        if not isinstance(result, types.GetPromptResult):
+            raise UpstreamFailed(Failure.INVALID_RESPONSE, self._garbage())
+        return result
+
+    async def read_resource(self, uri: str) -> types.ReadResourceResult:
+        result = await self._request(lambda session: session.read_resource(uri))
+        if not isinstance(result, types.ReadResourceResult):
+            raise UpstreamFailed(Failure.INVALID_RESPONSE, self._garbage())
+        return result
+
+    async def complete(self, params: types.CompleteRequestParams) -> types.CompleteResult:
+        ref = params.ref
+        if isinstance(ref, types.PromptReference) and self.catalog is not None:
+            ref = ref.model_copy(update={"name": self.catalog.original_prompt(ref.name)})
+        argument = {"name": params.argument.name, "value": params.argument.value}
+        result = await self._request(
+            lambda session: session.complete(ref, argument, context_arguments=_context(params))
+        )
+        if not isinstance(result, types.CompleteResult):
+            raise UpstreamFailed(Failure.INVALID_RESPONSE, self._garbage())
+        return result
+
+    async def _request(self, send: Callable[[Any], Any]) -> Any:
+        """One request to the upstream within its timeout; failures as ``UpstreamFailed``."""
+        client = self.client
+        name = self.config.name
+        if client is None:
+            raise UpstreamFailed(Failure.UNAVAILABLE, f"The upstream {name} is unavailable; try again later.")
+        unavailable = f"The upstream {name} is unavailable; try again later."
+        started = time.perf_counter()
+        try:
+            with anyio.fail_after(self.config.timeout):
+                result = await send(client.session)
+        except TimeoutError:
+            self._failed(f"no answer within {self.config.timeout:g} s", "timeout")
+            raise UpstreamFailed(
+                Failure.TIMEOUT, f"The upstream {name} did not answer within {self.config.timeout:g} seconds."
+            ) from None
+        except MCPError as exc:
+            if exc.error.code == types.CONNECTION_CLOSED:
+                self._failed("the session ended", "unavailable")
+                self.request_refresh(broken=True)
+                raise UpstreamFailed(
+                    Failure.UNAVAILABLE, f"The upstream {name} is unavailable; try again later."
+                ) from None
+            if exc.error.code == types.REQUEST_TIMEOUT:
+                self._failed(f"no answer within {self.config.timeout:g} s", "timeout")
+                raise UpstreamFailed(
+                    Failure.TIMEOUT, f"The upstream {name} did not answer within {self.config.timeout:g} seconds."
+                ) from None
+            self._succeeded(started)  # it answered: with an error of its own, which the caller gets
+            raise
+        except (ValidationError, ValueError, RuntimeError) as exc:
+            self._failed(f"invalid answer: {describe(exc)}", "invalid_response")
+            raise UpstreamFailed(Failure.INVALID_RESPONSE, self._garbage()) from None
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError, httpx2.HTTPError, OSError) as exc:
+            self._failed(f"connection failed: {describe(exc)}", "unavailable")
+            self.request_refresh(broken=True)
+            raise UpstreamFailed(Failure.UNAVAILABLE, unavailable) from None
+        self._succeeded(started)
+        return result
+
+    def _garbage(self) -> str:
+        return f"The upstream {self.config.name} gave an answer that is not valid MCP; the error has been logged."
+
+
+def _context(params: types.CompleteRequestParams) -> dict[str, str] | None:
+    return params.context.arguments if params.context is not None else None
+
+
+def _digest(data: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+async def _every_page(list_page: Callable[..., Any]) -> list[Any]:
+    """Follow ``nextCursor`` to the end (MCP "Pagination"), at most 100 pages."""
+    items: list[Any] = []
+    cursor: str | None = None
+    for _ in range(100):
+        params = types.PaginatedRequestParams(cursor=cursor) if cursor else None
+        page = await list_page(params=params)
+        items.extend(getattr(page, _items_field(page)))
+        cursor = page.next_cursor
+        if not cursor:
+            break
+    return items
+
+
+def _items_field(page: Any) -> str:
+    for name in ("tools", "prompts", "resources", "resource_templates"):
+        if hasattr(page, name):
+            return name
+    raise ValueError(f"not a list result: {type(page).__name__}")
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where an exposed name goes."""
+
+    link: Link
+    item: Any  # the types.Tool or types.Prompt as clients see it
+
+
+@dataclass(frozen=True)
+class Routes:
+    """Every upstream's names merged, collisions resolved (a snapshot, replaced whole when anything changes)."""
+
+    tools: dict[str, Route] = field(default_factory=dict)
+    prompts: dict[str, Route] = field(default_factory=dict)
+    links: tuple[Link, ...] = ()
+
+    @classmethod
+    def merge(cls, links: Iterable[Link], reserved: frozenset[str]) -> Routes:
+        """Upstreams in name order; a name already taken (a local tool or an earlier upstream) is left
+        out of the later upstream and noted on it (``Link.hidden``), never silently shadowing."""
+        tools: dict[str, Route] = {}
+        prompts: dict[str, Route] = {}
+        ordered = sorted(links, key=lambda link: link.config.name)
+        for link in ordered:
+            hidden: list[str] = []
+            catalog = link.catalog
+            if catalog is None:
+                link.hidden = ()
+                continue
+            for name, tool in catalog.tools.items():
+                if name in reserved or name in tools:
+                    hidden.append(name)
+                else:
+                    tools[name] = Route(link, tool)
+            for name, prompt in catalog.prompts.items():
+                if name in prompts:
+                    hidden.append(f"prompt {name}")
+                else:
+                    prompts[name] = Route(link, prompt)
+            link.hidden = tuple(hidden)
+        return cls(tools=tools, prompts=prompts, links=tuple(ordered))
+
+    def resource_link(self, uri: str, groups: frozenset[str]) -> Link | None:
+        """The upstream a resource read goes to (see the module docstring of gateway.catalog)."""
+        visible = [link for link in self.links if link.catalog is not None and link.config.visible_to(groups)]
+        for link in visible:
+            assert link.catalog is not None
+            if uri in link.catalog.uris:
+                return link
+        for link in visible:
+            assert link.catalog is not None
+            if link.catalog.matches_template(uri):
+                return link
+        scheme = scheme_of(uri)
+        owners = [link for link in visible if link.catalog is not None and scheme in link.catalog.schemes]
+        return owners[0] if len(owners) == 1 else None
+
+
+def load_upstreams() -> tuple[list[UpstreamConfig], dict[int, Catalog]]:
+    """The enabled upstreams and the catalogs stored for them (in a worker thread)."""
+    close_old_connections()
+    configs: list[UpstreamConfig] = []
+    stored: dict[int, Catalog] = {}
+    for upstream in Upstream.objects.filter(enabled=True).select_related("status"):
+        config = UpstreamConfig.of(upstream)
+        configs.append(config)
+        status = getattr(upstream, "status", None)
+        if status is not None and status.catalog:
+            try:
+                stored[upstream.pk] = Catalog.from_json(status.catalog, prefix=upstream.prefix)
+            except ValidationError:
+                logger.warning("upstream %s: the stored catalog is not readable; ignored", upstream.name)
+    return configs, stored
+
+
+def upstreams_fingerprint() -> tuple[tuple[int, datetime], ...]:
+    """What changes when an upstream is added, changed, disabled or removed (one indexed query)."""
+    close_old_connections()
+    return tuple(Upstream.objects.filter(enabled=True).order_by("pk").values_list("pk", "updated_at"))
+
+
+def store_health(reports: list[tuple[int, Health]]) -> None:
+    """Write what the workers saw (in a worker thread); a row removed meanwhile is skipped."""
+    close_old_connections()
+    existing = set(Upstream.objects.filter(pk__in=[pk for pk, _ in reports]).values_list("pk", flat=True))
+    for pk, health in reports:
+        if pk not in existing:
+            continue
+        values: dict[str, Any] = {"protocol_version": health.protocol_version, "server_name": health.server_name}
+        if health.last_success_at is not None:
+            values["last_success_at"] = health.last_success_at
+            values["latency_ms"] = health.latency_ms
+        if health.last_error_at is not None:
+            values["last_error_at"] = health.last_error_at
+            values["last_error"] = health.last_error
+        if health.catalog is not None:
+            values["catalog"] = health.catalog
+            values["catalog_at"] = timezone.now()
+        UpstreamStatus.objects.update_or_create(upstream_id=pk, defaults=values)
+
+
+class Hub:
+    """This worker's upstreams. ``running()`` belongs in the ASGI lifespan; the rest is called by /mcp."""
+
+    def __init__(self) -> None:
+        self.links: dict[int, Link] = {}
+        self.routes = Routes()
+        self._pool: SharedPool | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._reload: anyio.Event = anyio.Event()
+        self._fingerprint: tuple[tuple[int, datetime], ...] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Hub]:
+        """Connect every enabled upstream (in the background) and follow changes until the worker stops."""
+        self._pool = SharedPool()
+        self._reload = anyio.Event()
+        self._loop = asyncio.get_running_loop()
+        hooks.listen(self._changed)
+        try:
+            async with anyio.create_task_group() as group:
+                self._task_group = group
+                group.start_soon(self._follow)
+                try:
+                    yield self
+                finally:
+                    await self._flush()
+                    group.cancel_scope.cancel()
+        finally:
+            hooks.unlisten(self._changed)
+            self._task_group = None
+            self.links = {}
+            self.routes = Routes()
+            self._fingerprint = None
+            await self._pool.close()
+
+    def _changed(self) -> None:
+        """From any thread of this process (``gateway.hooks``): reload now rather than at the next poll."""
+        loop = self._loop
+        if loop is None or self._task_group is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop has stopped
+            loop.call_soon_threadsafe(self._reload.set)
+
+    async def _follow(self) -> None:
+        """Reload when told, poll for changes made elsewhere, write health; until cancelled."""
+        last_flush = time.monotonic()
+        while True:
+            try:
+                fingerprint = await sync_to_async(upstreams_fingerprint, thread_sensitive=False)()
+                if fingerprint != self._fingerprint:
+                    await self.reload()
+                    self._fingerprint = fingerprint
+                if time.monotonic() - last_flush >= FLUSH_SECONDS:
+                    await self._flush()
+                    last_flush = time.monotonic()
+            except TRANSIENT_DATABASE_ERRORS as exc:
+                logger.warning("upstreams not reloaded: database unavailable (%s)", describe(exc))
+            except Exception:
+                # A bug here must not take the worker (and every local tool) down with it.
+                logger.exception("upstreams not reloaded")
+            with anyio.move_on_after(settings.MCPGATE_UPSTREAM_POLL_SECONDS):
+                await self._reload.wait()
+            if self._reload.is_set():
+                self._reload = anyio.Event()
+                self._fingerprint = None  # reload even if the poll would not see a difference yet
+
+    async def reload(self) -> None:
+        """Start, restart and stop links to match the database."""
+        configs, stored = await sync_to_async(load_upstreams, thread_sensitive=False)()
+        wanted = {config.id: config for config in configs}
+        for pk in [pk for pk in self.links if pk not in wanted or self.links[pk].config != wanted[pk]]:
+            self.links.pop(pk).scope.cancel()
+        stdio_running = sum(1 for link in self.links.values() if link.config.transport == Transport.STDIO)
+        for pk, config in wanted.items():
+            if pk in self.links:
+                continue
+            link = Link(config, pool=self._require_pool(), stored=stored.get(pk), on_catalog=self._rebuild)
+            self.links[pk] = link
+            if config.transport == Transport.STDIO:
+                if stdio_running >= settings.MCPGATE_UPSTREAM_STDIO_MAX:
+                    link._failed(
+                        f"not started: this worker already runs MCPGATE_UPSTREAM_STDIO_MAX "
+                        f"({settings.MCPGATE_UPSTREAM_STDIO_MAX}) stdio upstreams"
+                    )
+                    continue
+                stdio_running += 1
+            if self._task_group is not None:
+                self._task_group.start_soon(link.run, name=f"upstream {config.name}")
+        self._rebuild()
+
+    def _require_pool(self) -> SharedPool:
+        if self._pool is None:
+            raise RuntimeError("the hub is not running")
+        return self._pool
+
+    def _rebuild(self) -> None:
+        self.routes = Routes.merge(self.links.values(), hooks.reserved_names())
+
+    async def _flush(self) -> None:
+        reports = []
+        for pk, link in self.links.items():
+            if link.health.dirty:
+                reports.append((pk, link.health))
+                link.health = Health(protocol_version=link.health.protocol_version, server_name=link.health.server_name)
+        for pk, health in reports:
+            metrics.record_upstream_health(self.links[pk].config.name, up=health.last_error_at is None)
+        if reports:
+            try:
+                await sync_to_async(store_health, thread_sensitive=False)(reports)
+            except TRANSIENT_DATABASE_ERRORS as exc:
+                logger.warning("upstream health not written: database unavailable (%s)", describe(exc))
+
+    async def connected(self, *, timeout: float = 10.0) -> None:
+        """Wait until every upstream has been listed once or has failed (tests; a worker never waits)."""
+        with anyio.fail_after(timeout):
+            while any(link.stale and not link.health.last_error for link in self.links.values()):
+                await anyio.sleep(0.05)
+
+    # -- what /mcp asks -----------------------------------------------------------------------
+
+    def tools_for(self, groups: frozenset[str]) -> list[types.Tool]:
+        return [route.item for route in self.routes.tools.values() if route.link.config.visible_to(groups)]
+
+    def prompts_for(self, groups: frozenset[str]) -> list[types.Prompt]:
+        return [route.item for route in self.routes.prompts.values() if route.link.config.visible_to(groups)]
+
+    def resources_for(self, groups: frozenset[str]) -> list[types.Resource]:
+        return [
+            resource
+            for link in self.routes.links
+            if link.catalog is not None and link.config.visible_to(groups)
+            for resource in link.catalog.resources
+        ]
+
+    def templates_for(self, groups: frozenset[str]) -> list[types.ResourceTemplate]:
+        return [
+            template
+            for link in self.routes.links
+            if link.catalog is not None and link.config.visible_to(groups)
+            for template in link.catalog.templates
+        ]
+
+    def tool(self, name: str, groups: frozenset[str]) -> Link | None:
+        """The upstream serving the tool ``name`` to someone in ``groups``, if any."""
+        route = self.routes.tools.get(name)
+        return route.link if route is not None and route.link.config.visible_to(groups) else None
+
+    def prompt(self, name: str, groups: frozenset[str]) -> Link | None:
+        route = self.routes.prompts.get(name)
+        return route.link if route is not None and route.link.config.visible_to(groups) else None
+
+    def resource(self, uri: str, groups: frozenset[str]) -> Link | None:
+        return self.routes.resource_link(uri, groups)
+
+
+hub = Hub()
+
+
+async def probe(config: UpstreamConfig) -> Catalog:
+    """Connect once, list everything, disconnect (``add_upstream --prefix ""`` checks names before saving)."""
+    pool = SharedPool()
+    try:
+        link = Link(config, pool=pool, stored=None, on_catalog=lambda: None)
+        async with link._client() as client:
+            await link._list(client)
+        if link.catalog is None:  # _list sets it or raises
+            raise RuntimeError("nothing was listed")
+        return link.catalog
+    finally:
+        await pool.close()
+
+
+def exposed_names_elsewhere(*, exclude: str) -> set[str]:
+    """The tool and prompt names other upstreams expose, from their stored catalogs, and the local tools'."""
+    names = set(hooks.reserved_names())
+    for status in UpstreamStatus.objects.exclude(upstream__name=exclude).select_related("upstream"):
+        if status.catalog:
+            catalog = Catalog.from_json(status.catalog, prefix=status.upstream.prefix)
+            names |= set(catalog.tools) | set(catalog.prompts)
+    return names

@@ -1,0 +1,288 @@
+"""Adding, changing and removing upstreams: every rule an operator's input must meet, in one place.
+
+The console and the management commands both come here; each refusal is ``UpstreamInvalid`` with one
+line written for the operator (never a credential's value).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.db import IntegrityError, transaction
+
+from audit.models import AuditKind
+from audit.services import audit_record
+from oauth_ext.models import User
+from oauth_ext.scopes import BASIC_SCOPE, all_scopes
+
+from .catalog import SEPARATOR
+from .crypto import KeyMissing, seal
+from .models import NAME_PATTERN, Transport, Upstream
+
+MAX_TIMEOUT = 600.0
+# RFC 9110 §5.1 field-name (token characters).
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Headers the HTTP client or the MCP transport sets itself: configuring one would break the exchange.
+_RESERVED_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "content-type",
+        "transfer-encoding",
+        "connection",
+        "accept",
+        "mcp-session-id",
+        "mcp-protocol-version",
+        "mcp-method",
+        "mcp-name",
+        "last-event-id",
+    }
+)
+
+
+class UpstreamInvalid(Exception):
+    """Operator input refused; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where an upstream is: a URL (Streamable HTTP or legacy SSE) or a command (stdio)."""
+
+    transport: Transport
+    url: str = ""
+    command: tuple[str, ...] = ()
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    """``"Name: value"`` as given to ``--header`` (RFC 9110 §5: a token, a colon, a value on one line)."""
+    name, sep, value = text.partition(":")
+    name, value = name.strip(), value.strip()
+    if not sep or not _HEADER_NAME.match(name) or not value or any(c in value for c in "\r\n\0"):
+        raise UpstreamInvalid(f"--header must be 'Name: value', not {_redacted(text)!r}")
+    if name.lower() in _RESERVED_HEADERS:
+        raise UpstreamInvalid(f"--header {name}: set by mcpgate itself for every request; it cannot be configured")
+    return name, value
+
+
+def parse_env(text: str) -> tuple[str, str]:
+    """``NAME=VALUE`` as given to ``--env``."""
+    name, sep, value = text.partition("=")
+    if not sep or not _ENV_NAME.match(name) or "\0" in value:
+        raise UpstreamInvalid(f"--env must be NAME=VALUE with NAME of letters, digits and _, not {_redacted(text)!r}")
+    return name, value
+
+
+def _redacted(text: str) -> str:
+    """What an operator typed, with anything after the first ':' or '=' hidden (it may be a secret)."""
+    for sep in (":", "="):
+        if sep in text:
+            return text.split(sep, 1)[0] + sep + " …"
+    return text[:60]
+
+
+def target_from(*, url: str | None, command: str | Iterable[str] | None, sse: bool = False) -> Target:
+    """Exactly one of a URL (http or https, no user:password in it) or a command."""
+    if bool(url) == bool(command):
+        raise UpstreamInvalid("give exactly one of --url (an HTTP upstream) or --command (a stdio upstream)")
+    if url:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise UpstreamInvalid(f"--url must be an http:// or https:// URL, not {url[:200]!r}")
+        if parts.username or parts.password:
+            raise UpstreamInvalid("--url must not carry a user or password; use --header for credentials")
+        if parts.fragment:
+            raise UpstreamInvalid("--url must not have a #fragment")
+        return Target(Transport.SSE if sse else Transport.STREAMABLE_HTTP, url=url)
+    if sse:
+        raise UpstreamInvalid("--sse applies to --url upstreams only")
+    argv = tuple(shlex.split(command) if isinstance(command, str) else command or ())
+    if not argv:
+        raise UpstreamInvalid("--command must name a program")
+    if any("\0" in part for part in argv):
+        raise UpstreamInvalid("--command must not contain NUL characters")
+    return Target(Transport.STDIO, command=argv)
+
+
+def _check_name(kind: str, value: str) -> None:
+    if not re.match(NAME_PATTERN, value):
+        raise UpstreamInvalid(f"{kind} {value!r} must be 1-31 lower-case letters, digits and dashes (e.g. github)")
+
+
+def _check_prefix(prefix: str, *, exclude: int | None, local_tools: Iterable[str]) -> None:
+    if not prefix:
+        return
+    _check_name("prefix", prefix)
+    taken = Upstream.objects.filter(prefix=prefix)
+    if exclude is not None:
+        taken = taken.exclude(pk=exclude)
+    if taken.exists():
+        raise UpstreamInvalid(f"prefix {prefix!r} is taken by the upstream {taken.get().name!r}")
+    clashing = sorted(name for name in local_tools if name.startswith(prefix + SEPARATOR))
+    if clashing:
+        raise UpstreamInvalid(f"prefix {prefix!r} would clash with the local tool {clashing[0]!r}")
+
+
+def _check_scopes(scopes: Iterable[str]) -> list[str]:
+    known = all_scopes()
+    wanted = sorted({s for s in scopes if s != BASIC_SCOPE})
+    for scope in wanted:
+        if scope not in known:
+            raise UpstreamInvalid(
+                f"unknown scope {scope!r}: declare it first in MCPGATE_EXTRA_SCOPES "
+                f"(e.g. MCPGATE_EXTRA_SCOPES='{scope}=What it lets a client do'); known: {', '.join(sorted(known))}"
+            )
+    return wanted
+
+
+def _check_groups(groups: Iterable[str]) -> list[str]:
+    cleaned = sorted({g.strip() for g in groups if g.strip()})
+    for group in cleaned:
+        if len(group) > 200 or any(c in group for c in ",\r\n\0"):
+            raise UpstreamInvalid(f"group {group[:60]!r} is not an oauth2-proxy group name")
+    return cleaned
+
+
+def _check_timeout(timeout: float) -> float:
+    if not 0 < timeout <= MAX_TIMEOUT:
+        raise UpstreamInvalid(f"--timeout must be more than 0 and at most {MAX_TIMEOUT:g} seconds, not {timeout:g}")
+    return float(timeout)
+
+
+def _sealed(values: Mapping[str, str]) -> str:
+    try:
+        return seal(dict(values))
+    except KeyMissing as exc:
+        raise UpstreamInvalid(str(exc)) from None
+
+
+def _described(upstream: Upstream) -> dict[str, Any]:
+    """An upstream in the audit trail and the commands' output: never a credential's value."""
+    return {
+        "name": upstream.name,
+        "prefix": upstream.prefix,
+        "transport": upstream.transport,
+        "target": upstream.target[:300],
+        "groups": upstream.groups,
+        "scopes": upstream.scopes,
+        "header_names": upstream.header_names,
+        "env_names": upstream.env_names,
+    }
+
+
+def upstream_create(
+    *,
+    name: str,
+    target: Target,
+    prefix: str | None = None,
+    groups: Iterable[str] = (),
+    scopes: Iterable[str] = (),
+    headers: Mapping[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 30.0,
+    local_tools: Iterable[str] = (),
+    actor: User | None = None,
+) -> Upstream:
+    """A new upstream, saved and audited; every worker starts serving it within the poll interval."""
+    _check_name("name", name)
+    prefix = name if prefix is None else prefix
+    headers, env = dict(headers or {}), dict(env or {})
+    if headers and target.transport == Transport.STDIO:
+        raise UpstreamInvalid("--header applies to --url upstreams; give a stdio upstream --env instead")
+    if env and target.transport != Transport.STDIO:
+        raise UpstreamInvalid("--env applies to --command upstreams; give an HTTP upstream --header instead")
+    with transaction.atomic():
+        if Upstream.objects.filter(name=name).exists():
+            raise UpstreamInvalid(f"name {name!r} is taken: remove_upstream {name} first, or choose another")
+        _check_prefix(prefix, exclude=None, local_tools=local_tools)
+        upstream = Upstream(
+            name=name,
+            prefix=prefix,
+            transport=target.transport,
+            url=target.url,
+            command=list(target.command),
+            header_names=sorted(headers),
+            env_names=sorted(env),
+            sealed_headers=_sealed(headers),
+            sealed_env=_sealed(env),
+            groups=_check_groups(groups),
+            scopes=_check_scopes(scopes),
+            timeout_seconds=_check_timeout(timeout),
+        )
+        try:
+            upstream.save()
+        except IntegrityError:  # a concurrent add of the same name or prefix
+            raise UpstreamInvalid(f"name {name!r} or prefix {prefix!r} was taken meanwhile") from None
+        audit_record(event=AuditKind.UPSTREAM_ADDED, user=actor, detail=_described(upstream))
+    return upstream
+
+
+def upstream_update(
+    *,
+    upstream: Upstream,
+    target: Target | None = None,
+    prefix: str | None = None,
+    groups: Iterable[str] | None = None,
+    scopes: Iterable[str] | None = None,
+    headers: Mapping[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+    enabled: bool | None = None,
+    local_tools: Iterable[str] = (),
+    actor: User | None = None,
+) -> Upstream:
+    """Change what is given (None keeps it); new ``headers``/``env`` replace the old ones whole."""
+    with transaction.atomic():
+        if target is not None:
+            upstream.transport, upstream.url, upstream.command = target.transport, target.url, list(target.command)
+        if prefix is not None and prefix != upstream.prefix:
+            _check_prefix(prefix, exclude=upstream.pk, local_tools=local_tools)
+            upstream.prefix = prefix
+        if groups is not None:
+            upstream.groups = _check_groups(groups)
+        if scopes is not None:
+            upstream.scopes = _check_scopes(scopes)
+        if timeout is not None:
+            upstream.timeout_seconds = _check_timeout(timeout)
+        if enabled is not None:
+            upstream.enabled = enabled
+        if upstream.transport == Transport.STDIO:
+            if upstream.header_names and headers is None:
+                headers = {}
+        elif upstream.env_names and env is None:
+            env = {}
+        if headers is not None:
+            if headers and upstream.transport == Transport.STDIO:
+                raise UpstreamInvalid("headers apply to HTTP upstreams; give a stdio upstream environment variables")
+            upstream.header_names, upstream.sealed_headers = sorted(headers), _sealed(headers)
+        if env is not None:
+            if env and upstream.transport != Transport.STDIO:
+                raise UpstreamInvalid("environment variables apply to stdio upstreams; give an HTTP upstream headers")
+            upstream.env_names, upstream.sealed_env = sorted(env), _sealed(env)
+        try:
+            upstream.save()
+        except IntegrityError:
+            raise UpstreamInvalid(f"prefix {upstream.prefix!r} was taken meanwhile") from None
+        audit_record(event=AuditKind.UPSTREAM_CHANGED, user=actor, detail=_described(upstream))
+    return upstream
+
+
+def upstream_remove(*, name: str, actor: User | None = None) -> None:
+    """Remove an upstream; every worker stops serving it (and stops its process) within the poll interval."""
+    with transaction.atomic():
+        upstream = Upstream.objects.filter(name=name).first()
+        if upstream is None:
+            raise UpstreamInvalid(f"no upstream is named {name!r}")
+        detail = _described(upstream)
+        upstream.delete()
+        audit_record(event=AuditKind.UPSTREAM_REMOVED, user=actor, detail=detail)
+
+
+def upstream_describe(upstream: Upstream) -> dict[str, Any]:
+    """For ``list_upstreams`` and the add command's output."""
+    return _described(upstream)
