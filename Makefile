@@ -28,14 +28,24 @@ $(E2E_NODE)/node_modules/.installed: $(E2E_NODE)/package.json $(E2E_NODE)/packag
 	cd $(E2E_NODE) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-e2e-tools: $(E2E_NODE)/node_modules/.installed
+# Python MCP servers the gateway's tests run as stdio upstreams, in a virtualenv of their own (they pin
+# their own `mcp`, which need not be ours).
+E2E_UPSTREAMS := tests/e2e/upstreams
+$(E2E_UPSTREAMS)/.venv/.installed: $(E2E_UPSTREAMS)/requirements.txt
+	test -x $(E2E_UPSTREAMS)/.venv/bin/python || $(PYTHON) -m venv $(E2E_UPSTREAMS)/.venv
+	$(E2E_UPSTREAMS)/.venv/bin/python -m pip install --quiet --disable-pip-version-check -r $(E2E_UPSTREAMS)/requirements.txt
+	touch $@
 
-# A local .env with a random SECRET_KEY and loopback URLs, written once, never committed. It is not
+e2e-tools: $(E2E_NODE)/node_modules/.installed $(E2E_UPSTREAMS)/.venv/.installed
+
+# A local .env with a random SECRET_KEY, loopback URLs and a key for upstream credentials, written once,
+# never committed. It is not
 # sourced here: the settings load it under the real environment (SECRET_KEY=… make run wins).
 $(ENV_FILE):
 	@echo "SECRET_KEY=$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))')" > $@
 	@echo "MCPGATE_INTERNAL_URL=http://127.0.0.1:$(PORT)" >> $@
 	@echo "MCPGATE_PUBLIC_URL=http://localhost:$(PORT)" >> $@
+	@echo "MCPGATE_UPSTREAM_KEYS=$$($(PYTHON) -c 'import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())')" >> $@
 	@echo "wrote $@ (local settings; edit freely)"
 
 # /metrics merges every worker's values through PROMETHEUS_MULTIPROC_DIR (deploy/gunicorn.conf.py empties
@@ -68,4 +78,4 @@ typecheck: venv
 	SECRET_KEY=typecheck MCPGATE_INTERNAL_URL=http://127.0.0.1:8000 $(VENV)/bin/mypy mcpgate audit identity oauth_ext console gateway mcp_bridge notes
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(E2E_NODE)/node_modules
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(E2E_NODE)/node_modules $(E2E_UPSTREAMS)/.venv
