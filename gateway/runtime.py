@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AsyncExitStack
@@ -91,11 +92,17 @@ class UpstreamFailed(Exception):
         self.message = message
 
 
+# A URL's query string, which may carry a credential an operator put there against advice.
+_URL_QUERY = re.compile(r"(https?://[^\s?#'\"]+)\?[^\s#'\"]*")
+
+
 def describe(exc: BaseException) -> str:
-    """One line about an error, for logs and the console: its type and first line, never a traceback."""
+    """One line about an error, for logs and the console: its type and first line, never a traceback,
+    and any URL's query string cut off (httpx quotes URLs in its errors)."""
     if isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         return describe(exc.exceptions[0])
     text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    text = _URL_QUERY.sub(r"\1?…", text)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
