@@ -322,8 +322,17 @@ class Link:
             resources=list(resources),
             templates=list(templates),
         )
-        self.catalog = catalog
+        previous, self.catalog = self.catalog, catalog
         self.stale = False
+        if previous is not None and set(previous.tools) != set(catalog.tools):
+            # What an upstream offers can change after people consented to it ("rug pull"): say so.
+            added, removed = (
+                sorted(set(catalog.tools) - set(previous.tools)),
+                sorted(set(previous.tools) - set(catalog.tools)),
+            )
+            logger.info(
+                "upstream %s: tools changed: added %s, removed %s", self.config.name, added or "none", removed or "none"
+            )
         stored = catalog.to_json()
         digest = _digest(stored)
         if digest != self._stored_digest:
