@@ -437,10 +437,20 @@ class Link:
             self.request_refresh(broken=True)
             raise UpstreamFailed(Failure.UNAVAILABLE, unavailable) from None
         self._succeeded(started)
-        return result
+        return _without_upstream_stamp(result)
 
     def _garbage(self) -> str:
         return f"The upstream {self.config.name} gave an answer that is not valid MCP; the error has been logged."
+
+
+def _without_upstream_stamp(result: Any) -> Any:
+    """The upstream's own ``serverInfo`` stamp (2026-07-28 ``_meta``) dropped: it would name the upstream to
+    every caller and, for 2026-07-28 callers, stand in for mcpgate's (the SDK keeps a stamp a handler set)."""
+    meta = getattr(result, "meta", None)
+    if isinstance(meta, dict) and types.SERVER_INFO_META_KEY in meta:
+        rest = {key: value for key, value in meta.items() if key != types.SERVER_INFO_META_KEY}
+        return result.model_copy(update={"meta": rest or None})
+    return result
 
 
 def _context(params: types.CompleteRequestParams) -> dict[str, str] | None:
