@@ -79,11 +79,16 @@ def parse_env(text: str) -> tuple[str, str]:
 
 
 def _redacted(text: str) -> str:
-    """What an operator typed, with anything after the first ':' or '=' hidden (it may be a secret)."""
+    """What an operator typed, shown only as far as it cannot be a secret: a name before the first ':' or
+    '=', else its first word (``Authorization Bearer sk-…`` without its colon is all secret after the name)."""
     for sep in (":", "="):
         if sep in text:
-            return text.split(sep, 1)[0] + sep + " …"
-    return text[:60]
+            head = text.split(sep, 1)[0]
+            if not any(c.isspace() for c in head.strip()):
+                return f"{head.strip()[:60]}{sep} …"
+            break
+    words = text.split()
+    return f"{words[0][:60]} …" if len(words) > 1 else "…"
 
 
 def target_from(*, url: str | None, command: str | Iterable[str] | None, sse: bool = False) -> Target:
@@ -236,7 +241,43 @@ def upstream_update(
     local_tools: Iterable[str] = (),
     actor: User | None = None,
 ) -> Upstream:
-    """Change what is given (None keeps it); new ``headers``/``env`` replace the old ones whole."""
+    """Change what is given (None keeps it); new ``headers``/``env`` replace the old ones whole.
+
+    Refused, nothing changes: not the row, nor ``upstream`` as the caller holds it (a form shows it again).
+    """
+    try:
+        return _update(
+            upstream,
+            target=target,
+            prefix=prefix,
+            groups=groups,
+            scopes=scopes,
+            headers=headers,
+            env=env,
+            timeout=timeout,
+            enabled=enabled,
+            local_tools=local_tools,
+            actor=actor,
+        )
+    except UpstreamInvalid:
+        upstream.refresh_from_db()
+        raise
+
+
+def _update(
+    upstream: Upstream,
+    *,
+    target: Target | None,
+    prefix: str | None,
+    groups: Iterable[str] | None,
+    scopes: Iterable[str] | None,
+    headers: Mapping[str, str] | None,
+    env: Mapping[str, str] | None,
+    timeout: float | None,
+    enabled: bool | None,
+    local_tools: Iterable[str],
+    actor: User | None,
+) -> Upstream:
     with transaction.atomic():
         if target is not None:
             upstream.transport, upstream.url, upstream.command = target.transport, target.url, list(target.command)

@@ -164,7 +164,7 @@ def envfloat(name: str, default: float, *, minimum: float = 0.0) -> float:
         except ValueError:
             raise ImproperlyConfigured(f"{name} must be a number, not {value!r}") from None
     if not number >= minimum:  # also refuses nan
-        raise ImproperlyConfigured(f"{name} must be at least {minimum:g}, not {value}")
+        raise ImproperlyConfigured(f"{name} must be at least {minimum:g}, not {number:g}")
     return number
 
 

@@ -1,0 +1,1 @@
+"""Tiny MCP servers the gateway tests run as stdio upstreams."""
