@@ -12,6 +12,8 @@ from django.utils import timezone
 from oauth2_provider.models import get_access_token_model, get_refresh_token_model
 
 from audit.models import AuditEvent, AuditKind
+from gateway.models import Upstream
+from gateway.selectors import failing_upstreams
 from oauth_ext.models import Client, User
 
 # How each registration source is shown to operators.
@@ -142,4 +144,13 @@ def console_overview() -> dict[str, Any]:
         .filter(~Q(detail__outcome="ok"))
         .count(),
         "per_hour": per_hour,
+    }
+
+
+def upstreams_overview() -> dict[str, Any]:
+    """The upstreams on the console's front page: how many serve, and those failing (with their status)."""
+    return {
+        "enabled": Upstream.objects.filter(enabled=True).count(),
+        "disabled": Upstream.objects.filter(enabled=False).count(),
+        "failing": failing_upstreams(),
     }

@@ -18,7 +18,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from console.admin_site import CONSOLE_CSP, View, with_console_csp
-from console.selectors import console_overview
+from console.selectors import console_overview, upstreams_overview
 
 
 class OperatorsAdminSite(AdminSite):
@@ -62,4 +62,5 @@ class OperatorsAdminSite(AdminSite):
         for hour, n in counts["per_hour"]:
             percent = max(2, round(100 * n / peak)) if n else 0
             counts["bars"].append({"hour": hour, "count": n, "percent": percent, "y": 100 - percent})
+        counts["upstreams"] = upstreams_overview()
         return super().index(request, {"overview": counts, **(extra_context or {})})

@@ -68,6 +68,14 @@ FLUSH_SECONDS = 3.0
 # What a stdio upstream inherits besides what the SDK's stdio client always passes on
 # (mcp.client.stdio.DEFAULT_INHERITED_ENV_VARS: HOME, LOGNAME, PATH, SHELL, TERM, USER): the locale.
 STDIO_INHERITED = ("LANG",)
+# The SDK's stand-ins for an HTTP-level refusal (mcp.client.streamable_http): the session is gone (the server
+# restarted or forgot it), which is no error of the upstream's to pass on.
+SESSION_LOST = frozenset(
+    {
+        (types.INVALID_REQUEST, "Session terminated"),
+        (types.INTERNAL_ERROR, "Server returned an error response"),
+    }
+)
 LIST_CHANGED = (
     types.ToolListChangedNotification,
     types.PromptListChangedNotification,
@@ -211,6 +219,7 @@ class Link:
         self.client: Client | None = None
         self.health = Health()
         self.hidden: tuple[str, ...] = ()  # exposed names left out because they collide
+        self.tried = False  # listed or failed at least once (Hub.connected)
         self.scope = anyio.CancelScope()
         self._pool = pool
         self._on_catalog = on_catalog
@@ -223,10 +232,11 @@ class Link:
     # -- running ------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Hold a session open until cancelled, reconnecting with backoff."""
+        """Hold a session open until cancelled: a session that ends is reopened at once, a connection
+        that keeps failing is retried with backoff (1 s doubling to 60 s)."""
         if self.config.problem:
             return
-        backoff = BACKOFF_START
+        backoff = 0.0
         with self.scope:
             while True:
                 try:
@@ -235,7 +245,7 @@ class Link:
                         self._connected(client)
                         await self._list(client)
                         self.client = client
-                        backoff = BACKOFF_START
+                        backoff = 0.0
                         await self._serve(client)
                 except Exception as exc:
                     self._failed(f"connection failed: {describe(exc)}")
@@ -245,7 +255,7 @@ class Link:
                     self.stale = True
                     self._on_catalog()
                 await anyio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
+                backoff = min(max(backoff * 2, BACKOFF_START), BACKOFF_MAX)
 
     def _client(self) -> Client:
         config = self.config
@@ -339,6 +349,7 @@ class Link:
             self._stored_digest = digest
             self.health.catalog = stored
         self._succeeded(started)
+        self.tried = True
         self._on_catalog()
 
     # -- health -------------------------------------------------------------------------------
@@ -351,6 +362,7 @@ class Link:
         metrics.record_upstream_call(self.config.name, outcome="ok", seconds=latency / 1000)
 
     def _failed(self, message: str, outcome: str = "error") -> None:
+        self.tried = True
         self.health.last_error = message[:500]
         self.health.last_error_at = timezone.now()
         self.health.dirty = True
@@ -400,34 +412,43 @@ class Link:
         return result
 
     async def _request(self, send: Callable[[Any], Any]) -> Any:
-        """One request to the upstream within its timeout; failures as ``UpstreamFailed``."""
+        """One request to the upstream within its timeout; failures as ``UpstreamFailed``.
+
+        An HTTP upstream that refused the session at the HTTP level (it restarted, or forgot it) did
+        not run the request: it is sent once more on a new session, within the same timeout.
+        """
         client = self.client
         name = self.config.name
-        if client is None:
-            raise UpstreamFailed(Failure.UNAVAILABLE, f"The upstream {name} is unavailable; try again later.")
         unavailable = f"The upstream {name} is unavailable; try again later."
+        timed_out = f"The upstream {name} did not answer within {self.config.timeout:g} seconds."
+        if client is None:
+            raise UpstreamFailed(Failure.UNAVAILABLE, unavailable)
         started = time.perf_counter()
         try:
             with anyio.fail_after(self.config.timeout):
-                result = await send(client.session)
+                try:
+                    result = await send(client.session)
+                except MCPError as exc:
+                    if (exc.error.code, exc.error.message) not in SESSION_LOST:
+                        raise
+                    self.request_refresh(broken=True)
+                    result = await send((await self._next_client(client)).session)
         except TimeoutError:
             self._failed(f"no answer within {self.config.timeout:g} s", "timeout")
-            raise UpstreamFailed(
-                Failure.TIMEOUT, f"The upstream {name} did not answer within {self.config.timeout:g} seconds."
-            ) from None
+            raise UpstreamFailed(Failure.TIMEOUT, timed_out) from None
         except MCPError as exc:
-            if exc.error.code == types.CONNECTION_CLOSED:
+            if exc.error.code == types.CONNECTION_CLOSED or (exc.error.code, exc.error.message) in SESSION_LOST:
                 self._failed("the session ended", "unavailable")
                 self.request_refresh(broken=True)
-                raise UpstreamFailed(
-                    Failure.UNAVAILABLE, f"The upstream {name} is unavailable; try again later."
-                ) from None
+                raise UpstreamFailed(Failure.UNAVAILABLE, unavailable) from None
             if exc.error.code == types.REQUEST_TIMEOUT:
                 self._failed(f"no answer within {self.config.timeout:g} s", "timeout")
-                raise UpstreamFailed(
-                    Failure.TIMEOUT, f"The upstream {name} did not answer within {self.config.timeout:g} seconds."
-                ) from None
+                raise UpstreamFailed(Failure.TIMEOUT, timed_out) from None
             self._succeeded(started)  # it answered: with an error of its own, which the caller gets
+            if self.config.transport != Transport.STDIO:
+                # Or did it? An HTTP server that restarted may refuse the old session in its own words
+                # (a JSON-RPC body on its 400); a relist tells, and a failed one reconnects (run()).
+                self.request_refresh()
             raise
         except (ValidationError, ValueError, RuntimeError) as exc:
             self._failed(f"invalid answer: {describe(exc)}", "invalid_response")
@@ -438,6 +459,12 @@ class Link:
             raise UpstreamFailed(Failure.UNAVAILABLE, unavailable) from None
         self._succeeded(started)
         return _without_upstream_stamp(result)
+
+    async def _next_client(self, old: Client) -> Client:
+        """The session ``run()`` opens after ``old`` (the caller's timeout bounds the wait)."""
+        while self.client is None or self.client is old:
+            await anyio.sleep(0.02)
+        return self.client
 
     def _garbage(self) -> str:
         return f"The upstream {self.config.name} gave an answer that is not valid MCP; the error has been logged."
@@ -701,7 +728,7 @@ class Hub:
     async def connected(self, *, timeout: float = 10.0) -> None:
         """Wait until every upstream has been listed once or has failed (tests; a worker never waits)."""
         with anyio.fail_after(timeout):
-            while any(link.stale and not link.health.last_error for link in self.links.values()):
+            while any(link.stale and not link.tried for link in self.links.values()):
                 await anyio.sleep(0.05)
 
     # -- what /mcp asks -----------------------------------------------------------------------

@@ -11,9 +11,11 @@ import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
+import anyio
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from audit.models import AuditKind
 from audit.services import audit_record
@@ -23,6 +25,7 @@ from oauth_ext.scopes import BASIC_SCOPE, all_scopes
 from .catalog import SEPARATOR
 from .crypto import KeyMissing, seal
 from .models import NAME_PATTERN, Transport, Upstream
+from .runtime import UpstreamConfig, describe, exposed_names_elsewhere, probe
 
 MAX_TIMEOUT = 600.0
 # RFC 9110 §5.1 field-name (token characters).
@@ -166,13 +169,51 @@ def _sealed(values: Mapping[str, str]) -> str:
         raise UpstreamInvalid(str(exc)) from None
 
 
+def upstream_check_unprefixed(
+    *, name: str, target: Target, headers: Mapping[str, str], env: Mapping[str, str], timeout: float
+) -> None:
+    """An empty prefix: connect once and refuse if any of the upstream's names is taken already (a local
+    tool's, or another upstream's in its stored catalog). Run outside an event loop (a command, a view)."""
+    config = UpstreamConfig(
+        id=0,
+        name=name,
+        prefix="",
+        transport=target.transport,
+        url=target.url,
+        command=target.command,
+        groups=frozenset(),
+        scopes=frozenset(),
+        timeout=timeout,
+        updated_at=timezone.now(),
+        headers=dict(headers),
+        env=dict(env),
+    )
+    try:
+        catalog = anyio.run(probe, config)
+    except Exception as exc:  # any failure to reach it: the names cannot be checked
+        raise UpstreamInvalid(
+            f'--prefix "": cannot list the upstream\'s names to check them ({describe(exc)})'
+        ) from None
+    taken = sorted((set(catalog.tools) | set(catalog.prompts)) & exposed_names_elsewhere(exclude=name))
+    if taken:
+        raise UpstreamInvalid(f'--prefix "": these names are taken already: {", ".join(taken[:10])}')
+
+
+def _without_query(target: str) -> str:
+    """A URL with its query cut (an operator may have put a key there against advice); a command as it is."""
+    parts = urlsplit(target)
+    if parts.scheme in ("http", "https") and parts.query:
+        return urlunsplit(parts._replace(query="…"))
+    return target
+
+
 def _described(upstream: Upstream) -> dict[str, Any]:
     """An upstream in the audit trail and the commands' output: never a credential's value."""
     return {
         "name": upstream.name,
         "prefix": upstream.prefix,
         "transport": upstream.transport,
-        "target": upstream.target[:300],
+        "target": _without_query(upstream.target)[:300],
         "groups": upstream.groups,
         "scopes": upstream.scopes,
         "header_names": upstream.header_names,
@@ -190,6 +231,7 @@ def upstream_create(
     headers: Mapping[str, str] | None = None,
     env: Mapping[str, str] | None = None,
     timeout: float = 30.0,
+    enabled: bool = True,
     local_tools: Iterable[str] = (),
     actor: User | None = None,
 ) -> Upstream:
@@ -218,6 +260,7 @@ def upstream_create(
             groups=_check_groups(groups),
             scopes=_check_scopes(scopes),
             timeout_seconds=_check_timeout(timeout),
+            enabled=enabled,
         )
         try:
             upstream.save()

@@ -367,5 +367,11 @@ LOGGING = {
         "django.db.backends": {"level": "WARNING"},
         # The SDK logs every stateless exchange at INFO ("Terminating session: None").
         "mcp.server.streamable_http": {"level": "WARNING"},
+        # The SDK's client (upstreams) logs every JSON-RPC message, arguments and results, and
+        # tracebacks of lost streams at DEBUG.
+        "mcp.client": {"level": "INFO"},
+        # httpx logs every request's full URL at INFO: an upstream's query string may hold a credential.
+        "httpx2": {"level": "WARNING"},
+        "httpcore2": {"level": "WARNING"},
     },
 }

@@ -11,6 +11,6 @@ named in OAUTH2_PROVIDER's ``*_ADMIN_CLASS`` settings (``clients.ClientAdmin`` a
 token values and register the models first.
 """
 
-from . import audit, clients, credentials, people, policy
+from . import audit, clients, credentials, people, policy, upstreams
 
-__all__ = ["audit", "clients", "credentials", "people", "policy"]
+__all__ = ["audit", "clients", "credentials", "people", "policy", "upstreams"]

@@ -31,8 +31,10 @@ from oauth2_provider.models import (
 )
 
 from audit.models import AuditEvent
-from console.admin import audit, clients, credentials, people, policy
+from console.admin import audit, clients, credentials, people, policy, upstreams
 from console.site import OperatorsAdminSite
+from gateway.models import Transport, Upstream
+from gateway.services import Target, upstream_create
 from oauth_ext.models import Client, Consent, RedirectAllowlistEntry, User
 from tests.conftest import ALICE, INTERNAL, Flow, proxy_headers
 from tests.personas import OLIVIA
@@ -51,6 +53,7 @@ CONSOLE_ADMINS: dict[type[Model], type[admin.ModelAdmin]] = {
     User: people.UserAdmin,
     RedirectAllowlistEntry: policy.RedirectAllowlistEntryAdmin,
     AuditEvent: audit.AuditEventAdmin,
+    Upstream: upstreams.UpstreamAdmin,
 }
 
 # Queries per change list, as measured on SQLite (and met on PostgreSQL) with the rows of the
@@ -67,6 +70,7 @@ CHANGELIST_BUDGETS = {
     "oauth_ext_user": 8,
     "oauth_ext_redirectallowlistentry": 7,
     "audit_auditevent": 11,
+    "gateway_upstream": 9,
 }
 
 # The admin classes DOT's admin module defines (not those it imports).
@@ -108,7 +112,7 @@ def test_no_model_is_shown_by_dots_own_admin_with_its_masked_tokens() -> None:
 
 @pytest.fixture
 def alice_holds_everything(public_client: Client, flow: Flow) -> None:
-    """A grant, an access and a refresh token, a pending code, an ID token and their audit trail."""
+    """A grant, an access and a refresh token, a pending code, an ID token, an upstream and their audit trail."""
     flow.get_tokens(public_client.client_id)
     flow.authorize_code(public_client.client_id)
     get_id_token_model().objects.create(
@@ -117,6 +121,7 @@ def alice_holds_everything(public_client: Client, flow: Flow) -> None:
         jti=uuid4(),
         expires=timezone.now() + timedelta(hours=1),
     )
+    upstream_create(name="github", target=Target(Transport.STREAMABLE_HTTP, url="https://github.example/mcp"))
 
 
 @pytest.mark.parametrize("model", CHANGELIST_BUDGETS)

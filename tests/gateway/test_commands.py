@@ -184,7 +184,7 @@ def test_a_header_secret_never_appears_in_the_output(key: str) -> None:
             "prefix 'Bad' must be 1-31 lower-case letters, digits and dashes (e.g. github)",
         ),
         (["--url", HTTP_URL, "--prefix", "notes"], None),
-        (["--url", HTTP_URL, "--header", "Bad Name: x"], "--header must be 'Name: value', not 'Bad Name: …'"),
+        (["--url", HTTP_URL, "--header", "Bad Name: x"], "--header must be 'Name: value', not 'Bad …'"),
         (
             ["--url", HTTP_URL, "--header", "Mcp-Session-Id: abc"],
             "--header Mcp-Session-Id: set by mcpgate itself for every request; it cannot be configured",

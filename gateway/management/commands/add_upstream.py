@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import anyio
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.utils import timezone
 
 from gateway.hooks import reserved_names
-from gateway.runtime import UpstreamConfig, describe, exposed_names_elsewhere, probe
-from gateway.services import UpstreamInvalid, parse_env, parse_header, target_from, upstream_create
+from gateway.services import (
+    UpstreamInvalid,
+    parse_env,
+    parse_header,
+    target_from,
+    upstream_check_unprefixed,
+    upstream_create,
+)
 
 
 class Command(BaseCommand):
@@ -43,7 +47,9 @@ class Command(BaseCommand):
             env = dict(parse_env(e) for e in options["env"])
             name = options["name"]
             if options["prefix"] == "":
-                self._check_unprefixed(name, target, headers, env, options["timeout"])
+                upstream_check_unprefixed(
+                    name=name, target=target, headers=headers, env=env, timeout=options["timeout"]
+                )
             upstream = upstream_create(
                 name=name,
                 target=target,
@@ -60,31 +66,3 @@ class Command(BaseCommand):
         self.stdout.write(
             json.dumps({"name": upstream.name, "prefix": upstream.prefix, "transport": upstream.transport})
         )
-
-    def _check_unprefixed(
-        self, name: str, target: Any, headers: dict[str, str], env: dict[str, str], timeout: float
-    ) -> None:
-        """An empty prefix: connect once and refuse if any of its names is taken already."""
-        config = UpstreamConfig(
-            id=0,
-            name=name,
-            prefix="",
-            transport=target.transport,
-            url=target.url,
-            command=target.command,
-            groups=frozenset(),
-            scopes=frozenset(),
-            timeout=timeout,
-            updated_at=timezone.now(),
-            headers=headers,
-            env=env,
-        )
-        try:
-            catalog = anyio.run(probe, config)
-        except Exception as exc:  # any failure to reach it: the names cannot be checked
-            raise UpstreamInvalid(
-                f'--prefix "": cannot list the upstream\'s names to check them ({describe(exc)})'
-            ) from None
-        taken = sorted((set(catalog.tools) | set(catalog.prompts)) & exposed_names_elsewhere(exclude=name))
-        if taken:
-            raise UpstreamInvalid(f'--prefix "": these names are taken already: {", ".join(taken[:10])}')

@@ -1,0 +1,464 @@
+"""The gateway with real upstream MCP servers, through gunicorn, as Alice with a real token (issue 10).
+
+The upstreams are real processes: ``@modelcontextprotocol/server-everything`` over stdio, Streamable
+HTTP and legacy SSE, ``mcp-server-time`` (Python, stdio, its own environment) and a header recorder
+(tests/e2e/upstreamhelpers.py). They are added with ``manage.py add_upstream`` on the server's
+database, as an operator would, and reached through /mcp with the ``mcp`` SDK's client and a token
+from the real OAuth flow. Each test's rows (upstreams, tokens) are flushed after it; the servers
+(gunicorn, the HTTP upstreams) are shared by the module.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from cryptography.fernet import Fernet
+from mcp.client import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+from mcp_types import CallToolResult
+
+from audit.models import AuditEvent, AuditKind
+from gateway.hooks import reserved_names
+from gateway.models import Upstream
+from gateway.services import parse_env, parse_header, target_from, upstream_create
+
+from .oauthclient import ALICE, authorize, discover, exchange, json_of
+from .server import GunicornServer, ServerFailed, database_env, free_port, gunicorn
+from .upstreamhelpers import (
+    EVERYTHING_DOCS,
+    UpstreamProcess,
+    everything_command,
+    everything_http,
+    everything_sse,
+    header_recorder,
+    recorded_headers,
+    running,
+    time_server,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+REDIRECT_URI = "http://127.0.0.1:33421/callback"
+UPSTREAM_KEY = Fernet.generate_key().decode()
+# Faster than the default 2 s, so that a change made with manage.py reaches the workers quickly.
+POLL_SECONDS = 0.5
+SETTINGS = {"MCPGATE_UPSTREAM_KEYS": UPSTREAM_KEY, "MCPGATE_UPSTREAM_POLL_SECONDS": str(POLL_SECONDS)}
+LOCAL_TOOLS = {"whoami", "add_note", "list_notes"}
+# Long enough for both workers to notice an upstream (one poll) and start it (node boots in ~0.5 s).
+SERVED_WITHIN = 20.0
+# What a stdio upstream may see: the SDK's short list, the locale, and what the operator configured.
+STDIO_BASE_ENV = {"HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER", "LANG"}
+# New connections after an outage, so that both workers (each with its own session) are reached.
+FRESH_CONNECTIONS = 8
+
+
+@pytest.fixture(scope="module")
+def gunicorn_env() -> dict[str, str]:
+    return dict(SETTINGS)
+
+
+@pytest.fixture(autouse=True)
+def upstream_keys(settings: Any) -> None:
+    """This process seals credentials as the servers open them: with the same key."""
+    settings.MCPGATE_UPSTREAM_KEYS = [UPSTREAM_KEY]
+
+
+@pytest.fixture(scope="module")
+def everything_over_http(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    port = free_port()
+    with running(everything_http(port, tmp_path_factory.mktemp("everything-http") / "log")) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def everything_over_sse(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    port = free_port()
+    with running(everything_sse(port, tmp_path_factory.mktemp("everything-sse") / "log")) as process:
+        yield process
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def alice_token(server: GunicornServer) -> str:
+    """Alice's access token for this server's /mcp: discovery, registration, consent, code, exchange."""
+    with server.client() as client, server.client(headers=ALICE) as browser:
+        discovery = discover(client, server.internal + "/mcp")
+        registered = client.post(
+            discovery.endpoint("registration"),
+            json={"client_name": "Gateway e2e", "redirect_uris": [REDIRECT_URI], "token_endpoint_auth_method": "none"},
+        )
+        client_id = json_of(registered)["client_id"]
+        grant = authorize(browser, discovery, client_id=client_id, redirect_uri=REDIRECT_URI)
+        tokens = json_of(exchange(client, discovery, grant, client_id=client_id))
+    token = str(tokens["access_token"])
+    server.remember(token, tokens.get("refresh_token"))
+    return token
+
+
+def add_upstream(server: GunicornServer, name: str, *args: str) -> dict[str, str]:
+    """``manage.py add_upstream NAME ARGS`` on the server's database; its JSON answer."""
+    answer = json.loads(server.manage("add_upstream", name, *args))
+    assert answer["name"] == name, answer
+    return answer
+
+
+def add(
+    name: str,
+    *,
+    url: str | None = None,
+    command: list[str] | None = None,
+    sse: bool = False,
+    headers: tuple[str, ...] = (),
+    env: tuple[str, ...] = (),
+    timeout: float = 30.0,
+) -> Upstream:
+    """What ``add_upstream`` does (the same parsing and service), from this process on the same database.
+
+    A manage.py run costs a Django start-up, seconds on a busy CI machine; the command itself is
+    exercised by the two-replica test below and by tests/gateway/test_commands.py.
+    """
+    return upstream_create(
+        name=name,
+        target=target_from(url=url, command=command, sse=sse),
+        headers=dict(parse_header(h) for h in headers),
+        env=dict(parse_env(e) for e in env),
+        timeout=timeout,
+        local_tools=reserved_names(),
+    )
+
+
+@asynccontextmanager
+async def mcp_session(server: GunicornServer, token: str) -> AsyncIterator[Client]:
+    """The SDK's client on /mcp with Alice's bearer token (no response cache: lists must be fresh)."""
+    http = server.async_client(headers={"Authorization": f"Bearer {token}"})
+    async with http, Client(streamable_http_client(server.internal + "/mcp", http_client=http), cache=None) as client:
+        yield client
+
+
+def text_of(result: CallToolResult) -> str:
+    assert len(result.content) == 1 and result.content[0].type == "text", result
+    return result.content[0].text
+
+
+def unavailable(name: str) -> str:
+    return f"The upstream {name} is unavailable; try again later."
+
+
+async def served(client: Client, tool: str, arguments: dict[str, Any], *, within: float = SERVED_WITHIN) -> float:
+    """Call ``tool`` until it succeeds (the worker has yet to load or reach its upstream); the seconds it took.
+
+    Only "unknown tool" (not loaded yet) and "unavailable" (not connected yet) are waited out;
+    anything else fails at once.
+    """
+    started = time.monotonic()
+    last: object = None
+    while time.monotonic() - started < within:
+        try:
+            result = await client.call_tool(tool, arguments)
+        except MCPError as exc:
+            assert f"Unknown tool: {tool}" in str(exc), exc
+            last = exc
+        else:
+            upstream = tool.split("__", 1)[0]
+            if not result.is_error:
+                return time.monotonic() - started
+            assert text_of(result) == unavailable(upstream), result
+            last = result
+        await anyio.sleep(0.1)
+    raise AssertionError(f"{tool} not served within {within} s: {last}")
+
+
+def run(main: Callable[[], Any]) -> None:
+    anyio.run(main)
+
+
+def upstream_calls(upstream: str) -> list[dict[str, Any]]:
+    """The audit rows of tools/call through ``upstream``, oldest first."""
+    rows = AuditEvent.objects.filter(event=AuditKind.TOOL_CALL).order_by("pk")
+    return [row.detail for row in rows if row.detail.get("upstream") == upstream]
+
+
+# -- 1. server-everything over each transport -----------------------------------------------------
+
+
+def add_everything(name: str, transport: str, request: pytest.FixtureRequest) -> Upstream:
+    """server-everything over ``transport``; the HTTP ones are the module's processes."""
+    if transport == "stdio":
+        return add(name, command=everything_command("stdio"))
+    if transport == "streamable_http":
+        process: UpstreamProcess = request.getfixturevalue("everything_over_http")
+        return add(name, url=f"http://127.0.0.1:{process.port}/mcp")
+    process = request.getfixturevalue("everything_over_sse")
+    return add(name, url=f"http://127.0.0.1:{process.port}/sse", sse=True)
+
+
+@pytest.mark.parametrize("transport", ["stdio", "streamable_http", "sse"])
+def test_server_everything_is_listed_called_read_and_prompted_through_the_gateway(
+    gunicorn_server: GunicornServer, transport: str, request: pytest.FixtureRequest
+) -> None:
+    """tools/list, tools/call (echo, get-sum), resources/list and reads, prompts/list and get, all as ev__…"""
+    upstream = add_everything("ev", transport, request)
+    assert (upstream.prefix, upstream.transport) == ("ev", transport)
+    token = alice_token(gunicorn_server)
+    seen: dict[str, Any] = {}
+    document = "demo://resource/static/document/architecture.md"
+
+    async def main() -> None:
+        async with mcp_session(gunicorn_server, token) as client:
+            await served(client, "ev__echo", {"message": "warm-up"})
+            seen["tools"] = [tool.name for tool in (await client.list_tools()).tools]
+            seen["echo"] = await client.call_tool("ev__echo", {"message": "Hello from Alice"})
+            seen["sum"] = await client.call_tool("ev__get-sum", {"a": 2, "b": 40})
+            seen["resources"] = [str(r.uri) for r in (await client.list_resources()).resources]
+            seen["templates"] = [t.uri_template for t in (await client.list_resource_templates()).resource_templates]
+            seen["document"] = await client.read_resource(document)
+            seen["dynamic"] = await client.read_resource("demo://resource/dynamic/text/7")
+            seen["prompts"] = [prompt.name for prompt in (await client.list_prompts()).prompts]
+            seen["simple"] = await client.get_prompt("ev__simple-prompt")
+            seen["args"] = await client.get_prompt("ev__args-prompt", {"city": "Lyon", "state": "Rhône"})
+
+    run(main)
+
+    tools = seen["tools"]
+    assert set(tools[:3]) == LOCAL_TOOLS, tools  # local tools first
+    assert {"ev__echo", "ev__get-sum", "ev__get-env"} <= set(tools), tools
+    assert all(name.startswith("ev__") for name in tools[3:]), tools
+    assert text_of(seen["echo"]) == "Echo: Hello from Alice"
+    assert text_of(seen["sum"]) == "The sum of 2 and 40 is 42."
+    assert document in seen["resources"]
+    assert "demo://resource/dynamic/text/{resourceId}" in seen["templates"]
+    (content,) = seen["document"].contents
+    assert content.text == (EVERYTHING_DOCS / "architecture.md").read_text()
+    (dynamic,) = seen["dynamic"].contents
+    assert dynamic.uri == "demo://resource/dynamic/text/7"
+    assert dynamic.text.startswith("Resource 7: This is a plaintext resource created at ")
+    assert {"ev__simple-prompt", "ev__args-prompt"} <= set(seen["prompts"])
+    assert [m.content.text for m in seen["simple"].messages] == ["This is a simple prompt without arguments."]
+    assert [m.content.text for m in seen["args"].messages] == ["What's weather in Lyon, Rhône?"]
+
+    calls = [(c["tool"], c["outcome"]) for c in upstream_calls("ev") if c["outcome"] == "ok"]
+    assert calls[-2:] == [("ev__echo", "ok"), ("ev__get-sum", "ok")], calls
+
+
+# -- 2. a Python stdio server in its own environment -----------------------------------------------
+
+
+def test_mcp_server_time_answers_get_current_time_through_the_gateway(gunicorn_server: GunicornServer) -> None:
+    add("time", command=[time_server(), "--local-timezone", "UTC"])
+    token = alice_token(gunicorn_server)
+    seen: dict[str, Any] = {}
+
+    async def main() -> None:
+        async with mcp_session(gunicorn_server, token) as client:
+            await served(client, "time__get_current_time", {"timezone": "UTC"})
+            seen["tools"] = [tool.name for tool in (await client.list_tools()).tools]
+            seen["now"] = await client.call_tool("time__get_current_time", {"timezone": "Europe/Paris"})
+
+    run(main)
+
+    assert {"time__get_current_time", "time__convert_time"} <= set(seen["tools"]), seen["tools"]
+    result = seen["now"]
+    assert not result.is_error, result
+    now = json.loads(text_of(result))
+    assert now["timezone"] == "Europe/Paris"
+    assert now["datetime"][:4].isdigit() and now["datetime"][-6:] in ("+01:00", "+02:00"), now
+
+
+# -- 3. credentials: the upstream's, never the caller's ---------------------------------------------
+
+
+def test_http_upstream_gets_its_configured_credential_and_never_the_callers_token(
+    gunicorn_server: GunicornServer, tmp_path: Path
+) -> None:
+    secret = "upstream-secret-" + Fernet.generate_key().decode()[:24]
+    gunicorn_server.remember(secret)
+    record = tmp_path / "headers.jsonl"
+    port = free_port()
+    with running(header_recorder(port, tmp_path / "recorder.log", record)):
+        add(
+            "rec",
+            url=f"http://127.0.0.1:{port}/mcp",
+            headers=(f"Authorization: Bearer {secret}", "X-Team: platform"),
+        )
+        token = alice_token(gunicorn_server)
+        seen: dict[str, Any] = {}
+
+        async def main() -> None:
+            async with mcp_session(gunicorn_server, token) as client:
+                await served(client, "rec__hello", {"name": "warm-up"})
+                seen["hello"] = await client.call_tool("rec__hello", {"name": "Alice"})
+
+        run(main)
+        requests = recorded_headers(record)
+
+    assert text_of(seen["hello"]) == "Hello, Alice"
+    assert requests, "the recorder saw no request"
+    assert any(r.get("mcp-method") == "tools/call" for r in requests), requests
+    for headers in requests:
+        assert headers["authorization"] == f"Bearer {secret}", headers
+        assert headers["x-team"] == "platform", headers
+        assert token not in json.dumps(headers), headers
+        # Nor who the caller is: oauth2-proxy's identity headers stay at the gateway.
+        assert not {name for name in headers if name.startswith("x-forwarded")}, headers
+    assert secret not in gunicorn_server.log()
+
+
+def test_stdio_upstream_gets_its_configured_environment_and_nothing_of_the_gateways(
+    gunicorn_server: GunicornServer,
+) -> None:
+    secret = "stdio-secret-" + Fernet.generate_key().decode()[:24]
+    gunicorn_server.remember(secret)
+    add("envy", command=everything_command("stdio"), env=("GREETING=hello", f"API_TOKEN={secret}"))
+    token = alice_token(gunicorn_server)
+    seen: dict[str, Any] = {}
+
+    async def main() -> None:
+        async with mcp_session(gunicorn_server, token) as client:
+            await served(client, "envy__echo", {"message": "warm-up"})
+            seen["env"] = await client.call_tool("envy__get-env", {})
+
+    run(main)
+
+    env = json.loads(text_of(seen["env"]))
+    assert env["GREETING"] == "hello"
+    assert env["API_TOKEN"] == secret
+    assert "SECRET_KEY" not in env and "DATABASE_URL" not in env, sorted(env)
+    assert not [name for name in env if name.startswith(("MCPGATE_", "DJANGO_"))], sorted(env)
+    assert set(env) <= STDIO_BASE_ENV | {"GREETING", "API_TOKEN"}, sorted(env)
+    assert secret not in gunicorn_server.log()
+
+
+# -- 4. an upstream that goes away and comes back ----------------------------------------------------
+
+
+def test_an_upstream_that_dies_fails_fast_while_the_others_answer_and_recovers_when_restarted(
+    gunicorn_server: GunicornServer, tmp_path: Path
+) -> None:
+    flaky = everything_http(free_port(), tmp_path / "flaky.log")
+    timeout = 5.0
+    with running(flaky):
+        add("steady", command=everything_command("stdio"))
+        add("flaky", url=f"http://127.0.0.1:{flaky.port}/mcp", timeout=timeout)
+        token = alice_token(gunicorn_server)
+        seen: dict[str, Any] = {}
+
+        async def main() -> None:
+            async with mcp_session(gunicorn_server, token) as client:
+                await served(client, "flaky__echo", {"message": "warm-up"})
+                await served(client, "steady__echo", {"message": "warm-up"})
+
+                await anyio.to_thread.run_sync(flaky.kill)
+                started = time.monotonic()
+                seen["down"] = await client.call_tool("flaky__echo", {"message": "anyone there?"})
+                seen["down_seconds"] = time.monotonic() - started
+                started = time.monotonic()
+                seen["down_again"] = await client.call_tool("flaky__echo", {"message": "still nobody?"})
+                seen["down_again_seconds"] = time.monotonic() - started
+                seen["steady"] = await client.call_tool("steady__echo", {"message": "still here"})
+                seen["whoami"] = await client.call_tool("whoami", {})
+
+                await anyio.to_thread.run_sync(flaky.start)
+                seen["recovered_seconds"] = await served(client, "flaky__echo", {"message": "back?"}, within=15.0)
+
+            # Every worker, not only the one this connection reached: fresh connections.
+            seen["after"] = []
+            for _ in range(FRESH_CONNECTIONS):
+                async with mcp_session(gunicorn_server, token) as fresh:
+                    seen["after"].append(await fresh.call_tool("flaky__echo", {"message": "and you?"}))
+
+        run(main)
+
+    down = seen["down"]
+    assert down.is_error, down
+    assert text_of(down) in (
+        unavailable("flaky"),
+        f"The upstream flaky did not answer within {timeout:g} seconds.",
+    ), down
+    assert seen["down_seconds"] < timeout + 1, seen["down_seconds"]
+    assert seen["down_again"].is_error and text_of(seen["down_again"]) == unavailable("flaky"), seen["down_again"]
+    assert seen["down_again_seconds"] < 1.0, seen["down_again_seconds"]
+    assert text_of(seen["steady"]) == "Echo: still here"
+    assert not seen["whoami"].is_error and seen["whoami"].structured_content["email"] == "alice@example.com"
+    # The backoff starts at 1 s and doubles; the restart came within a second or two of the failure.
+    assert seen["recovered_seconds"] < 10.0, seen["recovered_seconds"]
+    assert [text_of(r) for r in seen["after"]] == ["Echo: and you?"] * FRESH_CONNECTIONS, seen["after"]
+
+    outcomes = [c["outcome"] for c in upstream_calls("flaky")]
+    assert outcomes[-FRESH_CONNECTIONS - 1 :] == ["ok"] * (FRESH_CONNECTIONS + 1), outcomes
+    assert {"upstream_unavailable", "upstream_timeout"} & set(outcomes), outcomes
+
+
+# -- 5. two replicas on one database --------------------------------------------------------------
+
+
+def test_an_upstream_added_at_one_replica_is_served_by_another_within_five_seconds(
+    gunicorn_server: GunicornServer,
+    everything_over_http: UpstreamProcess,
+    django_db_blocker: Any,
+    tmp_path: Path,
+    record_property: Callable[[str, object], None],
+) -> None:
+    from django.db import connection
+
+    with django_db_blocker.unblock():
+        db_env = database_env(connection.settings_dict)
+    log_path = tmp_path / "replica.log"
+    try:
+        with gunicorn(db_env=db_env, log_path=log_path, overrides=dict(SETTINGS)) as replica:
+            token = alice_token(replica)
+            seen: dict[str, Any] = {}
+
+            async def main() -> None:
+                async with mcp_session(replica, token) as client:
+                    seen["before"] = [tool.name for tool in (await client.list_tools()).tools]
+                    await anyio.to_thread.run_sync(
+                        lambda: add_upstream(
+                            gunicorn_server, "late", "--url", f"http://127.0.0.1:{everything_over_http.port}/mcp"
+                        )
+                    )
+                    started = time.monotonic()
+                    while time.monotonic() - started < 5.0:
+                        names = [tool.name for tool in (await client.list_tools()).tools]
+                        if "late__echo" in names:
+                            seen["listed_seconds"] = time.monotonic() - started
+                            break
+                        await anyio.sleep(0.05)
+                    seen["called_seconds"] = await served(client, "late__echo", {"message": "hi"}, within=5.0)
+                    seen["echo"] = await client.call_tool("late__echo", {"message": "from the other replica"})
+
+            run(main)
+    except ServerFailed as failure:
+        pytest.fail(str(failure))
+
+    record_property("listed_after_seconds", seen.get("listed_seconds"))
+    print(f"late__echo listed by the other replica after {seen.get('listed_seconds')} s")
+    assert "late__echo" not in seen["before"]
+    assert "listed_seconds" in seen, "the other replica did not list the new upstream within 5 s"
+    assert seen["listed_seconds"] < 5.0
+    assert text_of(seen["echo"]) == "Echo: from the other replica"
+    assert not replica.leaked(), replica.leaked()
+    assert "Traceback" not in replica.log(), replica.log()
+
+
+# -- 6. what the log holds ---------------------------------------------------------------------------
+
+
+def test_the_gunicorn_log_holds_no_upstream_credential_no_caller_token_and_no_traceback(
+    gunicorn_server: GunicornServer,
+) -> None:
+    """Runs last: every token and upstream secret the tests above used is in ``seen``."""
+    log = gunicorn_server.log()
+    assert any(value.startswith("upstream-secret-") for value in gunicorn_server.seen)
+    assert any(value.startswith("stdio-secret-") for value in gunicorn_server.seen)
+    assert gunicorn_server.leaked() == []
+    assert "Traceback" not in log, log
+    assert "upstream flaky" in log  # the outage was logged, as one line without its details
