@@ -1,6 +1,7 @@
 """Benchmark of /mcp: authenticated tools/call whoami, next to two reference points.
 
-    .venv/bin/python -m bench.run [--seconds 10] [--connections 16]
+    .venv/bin/python -m bench.run [--seconds 10] [--connections 16] [--only TARGET]...
+    .venv/bin/python -m bench.run --only gateway [--seconds 6] [--runs 3]
 
 Needs ``wrk`` (Debian package) and the PostgreSQL binaries. Starts a throw-away PostgreSQL
 cluster, migrates, mints an access token as /oauth/token would, and measures with one worker
@@ -12,6 +13,11 @@ and one wrk run each:
   (b) sdk     the mcp SDK's own MCPServer with bearer auth (bench/sdk_server.py), uvicorn
 
 Prints one line per target: requests/s, p50, p99, and non-2xx responses (which must be 0).
+
+The ``gateway`` target (bench/gateway.py; not in the default set, ``--only gateway``) measures
+tools/call through an HTTP upstream against that upstream called directly, and tools/list with
+three upstreams: the median of ``--runs`` runs of ``--seconds`` (default 6) each, at 1 and 16
+connections, printed as a markdown table (docs/benchmarks-gateway.md).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from bench.gateway import run_gateway_case
 from tests.pgcluster import cluster, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,13 +119,15 @@ def serve(cmd: list[str], env: dict[str, str], ready_url: str) -> subprocess.Pop
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, help="per wrk run (default 10; 6 for the gateway case)")
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--only", choices=["mcpgate", "mcpgate-26", "django", "sdk"], action="append")
+    parser.add_argument("--only", choices=["mcpgate", "mcpgate-26", "django", "sdk", "gateway"], action="append")
+    parser.add_argument("--runs", type=int, default=3, help="gateway case: runs per figure, the median reported")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk not found: apt-get install wrk")
     targets = args.only or ["mcpgate", "mcpgate-26", "django", "sdk"]
+    seconds = args.seconds or 10
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with cluster() as database_url:
@@ -140,7 +149,8 @@ def main() -> None:
         subprocess.run([*manage, "shell", "-v0", "-c", MINT], cwd=ROOT, env=env, check=True)
         wrk_env = {"BENCH_TOKEN": TOKEN}
         gunicorn = [str(VENV_BIN / "gunicorn"), "-w", "1", "--bind", f"127.0.0.1:{port}", "--log-level", "warning"]
-        print(f"{args.connections} connections, {args.seconds} s each, one worker, PostgreSQL")
+        if set(targets) - {"gateway"}:
+            print(f"{args.connections} connections, {seconds} s each, one worker, PostgreSQL")
         if {"mcpgate", "mcpgate-26"} & set(targets):
             proc = serve(
                 [*gunicorn, "-k", "uvicorn_worker.UvicornWorker", "mcpgate.asgi:application"], env, base + "/healthz"
@@ -148,9 +158,7 @@ def main() -> None:
             try:
                 for name, pv in (("mcpgate", "2025-06-18"), ("mcpgate-26", "2026-07-28")):
                     if name in targets:
-                        result = run_wrk(
-                            base + "/mcp", LUA, args.seconds, args.connections, {**wrk_env, "BENCH_PV": pv}
-                        )
+                        result = run_wrk(base + "/mcp", LUA, seconds, args.connections, {**wrk_env, "BENCH_PV": pv})
                         print(f"{name:<12} tools/call whoami        {result}")
             finally:
                 proc.terminate()
@@ -158,22 +166,28 @@ def main() -> None:
         if "django" in targets:
             proc = serve([*gunicorn, "mcpgate.wsgi"], env, base + "/healthz")
             try:
-                result = run_wrk(
-                    base + "/healthz", GET_LUA, args.seconds, args.connections, {**wrk_env, "BENCH_PV": ""}
-                )
+                result = run_wrk(base + "/healthz", GET_LUA, seconds, args.connections, {**wrk_env, "BENCH_PV": ""})
                 print(f"{'(a) django':<12} trivial JSON view        {result}")
             finally:
                 proc.terminate()
                 proc.wait()
+        if "gateway" in targets:
+            run_gateway_case(
+                env=env,
+                gunicorn=gunicorn,
+                base=base,
+                token=TOKEN,
+                serve=serve,
+                seconds=args.seconds or 6,
+                runs=args.runs,
+            )
         if "sdk" in targets:
             sdk_env = {**env, "BENCH_BASE": base, "BENCH_TOKEN": TOKEN}
             proc = serve(
                 [*gunicorn, "-k", "uvicorn_worker.UvicornWorker", "bench.sdk_server:app"], sdk_env, base + "/mcp"
             )
             try:
-                result = run_wrk(
-                    base + "/mcp", LUA, args.seconds, args.connections, {**wrk_env, "BENCH_PV": "2025-06-18"}
-                )
+                result = run_wrk(base + "/mcp", LUA, seconds, args.connections, {**wrk_env, "BENCH_PV": "2025-06-18"})
                 print(f"{'(b) sdk':<12} MCPServer tools/call    {result}")
             finally:
                 proc.terminate()
