@@ -16,6 +16,10 @@ and measures with wrk, the rounds interleaved so that both sides see the same ma
   direct    POST upstream /mcp tools/call echo with the upstream's credential   (1 and 16 connections)
   through   POST mcpgate /mcp tools/call up__echo with an mcpgate token          (1 and 16 connections)
   list      POST mcpgate /mcp tools/list (3 local tools + 3 upstreams, cached)   (1 connection)
+  local     POST mcpgate /mcp tools/call whoami (a local tool: /mcp's own cost)  (1 connection)
+
+"through minus direct" is what a client pays for going through mcpgate; "through minus local" is what the
+gateway hop itself adds to an authenticated, audited /mcp call (whose own cost is issue 11's).
 
 Each figure is the median of ``runs`` runs. Every answer is checked before and after the
 measurement (the echoed text, not an ``isError`` result), and the audit trail must hold no
@@ -49,6 +53,10 @@ UPSTREAM_TOKEN = "upstreamtoken456"  # the upstream's own credential, known to m
 PROTOCOL_VERSION = "2025-06-18"
 NAMES = ("up", "up2", "up3")
 ECHO_TEXT = "hello from the benchmark"
+
+
+def tools_call_local(name: str) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": name, "arguments": {}}}
 
 
 def tools_call(name: str) -> dict[str, Any]:
@@ -149,7 +157,10 @@ def post(target: Target) -> dict[str, Any]:
 def check(target: Target) -> None:
     """The call echoes the text (not an isError result); the list holds every upstream's echo."""
     result = post(target).get("result") or {}
-    if target.body["method"] == "tools/call":
+    if target.label == "local":
+        if result.get("isError") or "email" not in (result.get("structuredContent") or {}):
+            raise SystemExit(f"{target.label}: unexpected answer {result!r:.300}")
+    elif target.body["method"] == "tools/call":
         content = result.get("content") or [{}]
         if result.get("isError") or content[0].get("text") != ECHO_TEXT:
             raise SystemExit(f"{target.label}: unexpected answer {result!r:.300}")
@@ -218,6 +229,7 @@ def run_gateway_case(
     direct = Target("direct", upstream_url, UPSTREAM_TOKEN, tools_call("echo"))
     through = Target("through", base + "/mcp", token, tools_call("up__echo"))
     listing = Target("list", base + "/mcp", token, LIST)
+    local = Target("local", base + "/mcp", token, tools_call_local("whoami"))
     upstream = serve(
         [
             str(VENV_BIN / "uvicorn"),
@@ -241,8 +253,8 @@ def run_gateway_case(
             [*gunicorn, "-k", "uvicorn_worker.UvicornWorker", "mcpgate.asgi:application"], env, base + "/healthz"
         )
         wait_listed(listing)
-        plan = [(direct, 1), (through, 1), (listing, 1), (direct, 16), (through, 16)]
-        for target in (direct, through, listing):
+        plan = [(direct, 1), (through, 1), (local, 1), (listing, 1), (direct, 16), (through, 16)]
+        for target in (direct, through, local, listing):
             check(target)
         for target, connections in plan:  # warm-up, not counted: open connections, first-call imports
             wrk(target, seconds=1, connections=connections)
@@ -250,7 +262,7 @@ def run_gateway_case(
         for _ in range(runs):  # interleaved rounds: drift on the machine touches every target alike
             for target, connections in plan:
                 samples[(target.label, connections)].append(wrk(target, seconds=seconds, connections=connections))
-        for target in (direct, through, listing):
+        for target in (direct, through, local, listing):
             check(target)
         audited = subprocess.run(
             [*manage, "shell", "-v0", "-c", AUDIT_CHECK], cwd=ROOT, env=env, check=True, capture_output=True, text=True
@@ -275,6 +287,7 @@ def report(
     rows = [
         ("tools/call echo, direct to the upstream", ("direct", 1)),
         ("tools/call up__echo, through mcpgate", ("through", 1)),
+        ("tools/call whoami (local tool), mcpgate", ("local", 1)),
         ("tools/list through mcpgate (3 upstreams)", ("list", 1)),
         ("tools/call echo, direct to the upstream", ("direct", 16)),
         ("tools/call up__echo, through mcpgate", ("through", 16)),
@@ -286,6 +299,8 @@ def report(
     added = m[("through", 1)].p50 - m[("direct", 1)].p50
     verdict = "meets" if added <= 1.5 else "misses"
     print(f"added by mcpgate at p50, 1 connection: {added:.3f} ms ({verdict} the 1.5 ms target)")
+    hop = m[("through", 1)].p50 - m[("local", 1)].p50
+    print(f"added by the gateway hop over a local tool call at p50, 1 connection: {hop:.3f} ms")
     listed = m[("list", 1)].p50
     print(f"tools/list p50, 1 connection: {listed:.3f} ms ({'meets' if listed < 5 else 'misses'} the 5 ms target)")
     calls, not_ok = audited
