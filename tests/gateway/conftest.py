@@ -1,4 +1,4 @@
-"""Fixtures of tests/gateway: the /mcp harness of tests/mcp_bridge (the ASGI site with its lifespan, personas, tokens)."""
+"""Fixtures of tests/gateway: the /mcp harness of tests/mcp_bridge (the site with its lifespan, personas, tokens)."""
 
 from __future__ import annotations
 

@@ -155,7 +155,15 @@ def test_a_header_value_may_contain_colons() -> None:
         (f"Authorization: Bearer {SECRET}\r\nX-Evil: 1", "Authorization: …"),
         (f": {SECRET}", ": …"),
     ],
-    ids=["space-in-name", "colon-inside-the-value", "no-value", "blank-value", "equals-not-colon", "line-break-in-value", "no-name"],
+    ids=[
+        "space-in-name",
+        "colon-inside-the-value",
+        "no-value",
+        "blank-value",
+        "equals-not-colon",
+        "line-break-in-value",
+        "no-name",
+    ],
 )
 def test_a_header_that_is_not_name_colon_value_is_refused_without_its_value(text: str, shown: str) -> None:
     message = refusal(parse_header, text=text)
