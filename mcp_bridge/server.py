@@ -171,11 +171,17 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.Call
         # The tool's own work and the audit row share one worker thread (Django ORM is sync).
         return await sync_to_async(run_tool, thread_sensitive=False)(tool, caller, dict(params.arguments or {}))
     except TRANSIENT_DATABASE_ERRORS as exc:
-        log_database_unavailable(exc, f"calling the tool {params.name[:128]!r}")
-        outcome = ctx.request.scope.get(OUTCOME_KEY) if ctx.request is not None else None
-        if isinstance(outcome, Outcome):
-            outcome.database_unavailable = True
-        raise MCPError(types.INTERNAL_ERROR, MCP_UNAVAILABLE_MESSAGE) from None
+        raise database_unavailable(ctx, exc, f"calling the tool {params.name[:128]!r}") from None
+
+
+def database_unavailable(ctx: Any, exc: BaseException, doing: str) -> MCPError:
+    """A database outage while serving a tools/call: logged, marked on the request's ``Outcome`` (the
+    endpoint answers 503 with Retry-After), and the JSON-RPC error the SDK sends in the body."""
+    log_database_unavailable(exc, doing)
+    outcome = ctx.request.scope.get(OUTCOME_KEY) if ctx.request is not None else None
+    if isinstance(outcome, Outcome):
+        outcome.database_unavailable = True
+    return MCPError(types.INTERNAL_ERROR, MCP_UNAVAILABLE_MESSAGE)
 
 
 async def call_upstream_tool(
@@ -209,11 +215,7 @@ async def call_upstream_tool(
             arguments=arguments,
         )
     except TRANSIENT_DATABASE_ERRORS as exc:
-        log_database_unavailable(exc, f"auditing a call of {params.name[:128]!r}")
-        outcome_marker = ctx.request.scope.get(OUTCOME_KEY) if ctx.request is not None else None
-        if isinstance(outcome_marker, Outcome):
-            outcome_marker.database_unavailable = True
-        raise MCPError(types.INTERNAL_ERROR, MCP_UNAVAILABLE_MESSAGE) from None
+        raise database_unavailable(ctx, exc, f"auditing a call of {params.name[:128]!r}") from None
     if failure is not None:
         raise failure
     assert result is not None

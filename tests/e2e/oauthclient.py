@@ -319,3 +319,23 @@ def _authenticate(
         return {**data, "client_id": client_id, "client_secret": client_secret}, {}
     assert auth_method == "none", auth_method
     return {**data, "client_id": client_id}, {}
+
+
+def person_token(server: Any, *, client_name: str, redirect_uri: str, person: dict[str, str] = ALICE) -> str:
+    """An access token for ``server``'s internal /mcp (a tests.e2e.server.GunicornServer): discovery, dynamic
+    registration of a public client, the person's consent through the proxy headers, the code, the exchange.
+
+    The server remembers both tokens, so its log is checked for them at the end.
+    """
+    with server.client() as client, server.client(headers=person) as browser:
+        discovery = discover(client, server.internal + "/mcp")
+        registered = client.post(
+            discovery.endpoint("registration"),
+            json={"client_name": client_name, "redirect_uris": [redirect_uri], "token_endpoint_auth_method": "none"},
+        )
+        client_id = json_of(registered)["client_id"]
+        grant = authorize(browser, discovery, client_id=client_id, redirect_uri=redirect_uri)
+        tokens = json_of(exchange(client, discovery, grant, client_id=client_id))
+    token = str(tokens["access_token"])
+    server.remember(token, tokens.get("refresh_token"))
+    return token

@@ -34,7 +34,7 @@ import httpx2
 import pytest
 from cryptography.fernet import Fernet
 
-from .oauthclient import ALICE, authorize, discover, exchange, json_of
+from .oauthclient import person_token
 from .server import REPO, GunicornServer, free_port, stop
 from .tools import NODE_DIR, NodeTools, node_tools
 
@@ -133,21 +133,8 @@ def stateless_limits() -> dict[str, Limit]:
 
 
 def alice_token(server: GunicornServer) -> str:
-    """An access token for the internal host's /mcp, through registration, consent and the code grant."""
-    with server.client() as client, server.client(headers=ALICE) as browser:
-        discovery = discover(client, server.internal + "/mcp")
-        registered = client.post(
-            discovery.endpoint("registration"),
-            json={
-                "client_name": "MCP conformance suite",
-                "redirect_uris": [REDIRECT_URI],
-                "token_endpoint_auth_method": "none",
-            },
-        )
-        client_id = json_of(registered)["client_id"]
-        grant = authorize(browser, discovery, client_id=client_id, redirect_uri=REDIRECT_URI)
-        tokens = json_of(exchange(client, discovery, grant, client_id=client_id))
-    return str(tokens["access_token"])
+    """Alice's access token for this server's /mcp, through the real OAuth flow."""
+    return person_token(server, client_name="MCP conformance suite", redirect_uri=REDIRECT_URI)
 
 
 def suite_command(tools: NodeTools, url: str, output: Path, token: str | None, *args: str) -> list[str]:

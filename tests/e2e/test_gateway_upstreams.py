@@ -30,7 +30,7 @@ from gateway.hooks import reserved_names
 from gateway.models import Upstream
 from gateway.services import parse_env, parse_header, target_from, upstream_create
 
-from .oauthclient import ALICE, authorize, discover, exchange, json_of
+from .oauthclient import person_token
 from .server import GunicornServer, ServerFailed, database_env, free_port, gunicorn
 from .upstreamhelpers import (
     EVERYTHING_DOCS,
@@ -89,19 +89,8 @@ def everything_over_sse(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 def alice_token(server: GunicornServer) -> str:
-    """Alice's access token for this server's /mcp: discovery, registration, consent, code, exchange."""
-    with server.client() as client, server.client(headers=ALICE) as browser:
-        discovery = discover(client, server.internal + "/mcp")
-        registered = client.post(
-            discovery.endpoint("registration"),
-            json={"client_name": "Gateway e2e", "redirect_uris": [REDIRECT_URI], "token_endpoint_auth_method": "none"},
-        )
-        client_id = json_of(registered)["client_id"]
-        grant = authorize(browser, discovery, client_id=client_id, redirect_uri=REDIRECT_URI)
-        tokens = json_of(exchange(client, discovery, grant, client_id=client_id))
-    token = str(tokens["access_token"])
-    server.remember(token, tokens.get("refresh_token"))
-    return token
+    """Alice's access token for this server's /mcp, through the real OAuth flow."""
+    return person_token(server, client_name="Gateway e2e", redirect_uri=REDIRECT_URI)
 
 
 def add_upstream(server: GunicornServer, name: str, *args: str) -> dict[str, str]:
