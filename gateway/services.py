@@ -10,6 +10,7 @@ import re
 import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -49,8 +50,27 @@ _RESERVED_HEADERS = frozenset(
 )
 
 
+class Field(StrEnum):
+    """What a refusal is about (the console puts the message next to that field)."""
+
+    NAME = "name"
+    PREFIX = "prefix"
+    URL = "url"
+    COMMAND = "command"
+    HEADERS = "headers"
+    ENV = "env"
+    GROUPS = "groups"
+    SCOPES = "scopes"
+    TIMEOUT = "timeout"
+    KEYS = "keys"  # MCPGATE_UPSTREAM_KEYS: not a field, a setting
+
+
 class UpstreamInvalid(Exception):
-    """Operator input refused; the message says what to change."""
+    """Operator input refused; the message (one line, written for the command line) says what to change."""
+
+    def __init__(self, message: str, field: Field | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -67,9 +87,11 @@ def parse_header(text: str) -> tuple[str, str]:
     name, sep, value = text.partition(":")
     name, value = name.strip(), value.strip()
     if not sep or not _HEADER_NAME.match(name) or not value or any(c in value for c in "\r\n\0"):
-        raise UpstreamInvalid(f"--header must be 'Name: value', not {_redacted(text)!r}")
+        raise UpstreamInvalid(f"--header must be 'Name: value', not {_redacted(text)!r}", Field.HEADERS)
     if name.lower() in _RESERVED_HEADERS:
-        raise UpstreamInvalid(f"--header {name}: set by mcpgate itself for every request; it cannot be configured")
+        raise UpstreamInvalid(
+            f"--header {name}: set by mcpgate itself for every request; it cannot be configured", Field.HEADERS
+        )
     return name, value
 
 
@@ -77,7 +99,9 @@ def parse_env(text: str) -> tuple[str, str]:
     """``NAME=VALUE`` as given to ``--env``."""
     name, sep, value = text.partition("=")
     if not sep or not _ENV_NAME.match(name) or "\0" in value:
-        raise UpstreamInvalid(f"--env must be NAME=VALUE with NAME of letters, digits and _, not {_redacted(text)!r}")
+        raise UpstreamInvalid(
+            f"--env must be NAME=VALUE with NAME of letters, digits and _, not {_redacted(text)!r}", Field.ENV
+        )
     return name, value
 
 
@@ -97,43 +121,45 @@ def _redacted(text: str) -> str:
 def target_from(*, url: str | None, command: str | Iterable[str] | None, sse: bool = False) -> Target:
     """Exactly one of a URL (http or https, no user:password in it) or a command."""
     if bool(url) == bool(command):
-        raise UpstreamInvalid("give exactly one of --url (an HTTP upstream) or --command (a stdio upstream)")
+        raise UpstreamInvalid("give exactly one of --url (an HTTP upstream) or --command (a stdio upstream)", Field.URL)
     if url:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise UpstreamInvalid(f"--url must be an http:// or https:// URL, not {url[:200]!r}")
+            raise UpstreamInvalid(f"--url must be an http:// or https:// URL, not {url[:200]!r}", Field.URL)
         if parts.username or parts.password:
-            raise UpstreamInvalid("--url must not carry a user or password; use --header for credentials")
+            raise UpstreamInvalid("--url must not carry a user or password; use --header for credentials", Field.URL)
         if parts.fragment:
-            raise UpstreamInvalid("--url must not have a #fragment")
+            raise UpstreamInvalid("--url must not have a #fragment", Field.URL)
         return Target(Transport.SSE if sse else Transport.STREAMABLE_HTTP, url=url)
     if sse:
-        raise UpstreamInvalid("--sse applies to --url upstreams only")
+        raise UpstreamInvalid("--sse applies to --url upstreams only", Field.URL)
     argv = tuple(shlex.split(command) if isinstance(command, str) else command or ())
     if not argv:
-        raise UpstreamInvalid("--command must name a program")
+        raise UpstreamInvalid("--command must name a program", Field.COMMAND)
     if any("\0" in part for part in argv):
-        raise UpstreamInvalid("--command must not contain NUL characters")
+        raise UpstreamInvalid("--command must not contain NUL characters", Field.COMMAND)
     return Target(Transport.STDIO, command=argv)
 
 
-def _check_name(kind: str, value: str) -> None:
+def _check_name(field: Field, value: str) -> None:
     if not re.match(NAME_PATTERN, value):
-        raise UpstreamInvalid(f"{kind} {value!r} must be 1-31 lower-case letters, digits and dashes (e.g. github)")
+        raise UpstreamInvalid(
+            f"{field} {value!r} must be 1-31 lower-case letters, digits and dashes (e.g. github)", field
+        )
 
 
 def _check_prefix(prefix: str, *, exclude: int | None, local_tools: Iterable[str]) -> None:
     if not prefix:
         return
-    _check_name("prefix", prefix)
+    _check_name(Field.PREFIX, prefix)
     taken = Upstream.objects.filter(prefix=prefix)
     if exclude is not None:
         taken = taken.exclude(pk=exclude)
     if taken.exists():
-        raise UpstreamInvalid(f"prefix {prefix!r} is taken by the upstream {taken.get().name!r}")
+        raise UpstreamInvalid(f"prefix {prefix!r} is taken by the upstream {taken.get().name!r}", Field.PREFIX)
     clashing = sorted(name for name in local_tools if name.startswith(prefix + SEPARATOR))
     if clashing:
-        raise UpstreamInvalid(f"prefix {prefix!r} would clash with the local tool {clashing[0]!r}")
+        raise UpstreamInvalid(f"prefix {prefix!r} would clash with the local tool {clashing[0]!r}", Field.PREFIX)
 
 
 def _check_scopes(scopes: Iterable[str]) -> list[str]:
@@ -143,7 +169,8 @@ def _check_scopes(scopes: Iterable[str]) -> list[str]:
         if scope not in known:
             raise UpstreamInvalid(
                 f"unknown scope {scope!r}: declare it first in MCPGATE_EXTRA_SCOPES "
-                f"(e.g. MCPGATE_EXTRA_SCOPES='{scope}=What it lets a client do'); known: {', '.join(sorted(known))}"
+                f"(e.g. MCPGATE_EXTRA_SCOPES='{scope}=What it lets a client do'); known: {', '.join(sorted(known))}",
+                Field.SCOPES,
             )
     return wanted
 
@@ -152,13 +179,15 @@ def _check_groups(groups: Iterable[str]) -> list[str]:
     cleaned = sorted({g.strip() for g in groups if g.strip()})
     for group in cleaned:
         if len(group) > 200 or any(c in group for c in ",\r\n\0"):
-            raise UpstreamInvalid(f"group {group[:60]!r} is not an oauth2-proxy group name")
+            raise UpstreamInvalid(f"group {group[:60]!r} is not an oauth2-proxy group name", Field.GROUPS)
     return cleaned
 
 
 def _check_timeout(timeout: float) -> float:
     if not 0 < timeout <= MAX_TIMEOUT:
-        raise UpstreamInvalid(f"--timeout must be more than 0 and at most {MAX_TIMEOUT:g} seconds, not {timeout:g}")
+        raise UpstreamInvalid(
+            f"--timeout must be more than 0 and at most {MAX_TIMEOUT:g} seconds, not {timeout:g}", Field.TIMEOUT
+        )
     return float(timeout)
 
 
@@ -166,7 +195,7 @@ def _sealed(values: Mapping[str, str]) -> str:
     try:
         return seal(dict(values))
     except KeyMissing as exc:
-        raise UpstreamInvalid(str(exc)) from None
+        raise UpstreamInvalid(str(exc), Field.KEYS) from None
 
 
 def upstream_check_unprefixed(
@@ -192,11 +221,11 @@ def upstream_check_unprefixed(
         catalog = anyio.run(probe, config)
     except Exception as exc:  # any failure to reach it: the names cannot be checked
         raise UpstreamInvalid(
-            f'--prefix "": cannot list the upstream\'s names to check them ({describe(exc)})'
+            f'--prefix "": cannot list the upstream\'s names to check them ({describe(exc)})', Field.PREFIX
         ) from None
     taken = sorted((set(catalog.tools) | set(catalog.prompts)) & exposed_names_elsewhere(exclude=name))
     if taken:
-        raise UpstreamInvalid(f'--prefix "": these names are taken already: {", ".join(taken[:10])}')
+        raise UpstreamInvalid(f'--prefix "": these names are taken already: {", ".join(taken[:10])}', Field.PREFIX)
 
 
 def _without_query(target: str) -> str:
@@ -236,16 +265,18 @@ def upstream_create(
     actor: User | None = None,
 ) -> Upstream:
     """A new upstream, saved and audited; every worker starts serving it within the poll interval."""
-    _check_name("name", name)
+    _check_name(Field.NAME, name)
     prefix = name if prefix is None else prefix
     headers, env = dict(headers or {}), dict(env or {})
     if headers and target.transport == Transport.STDIO:
-        raise UpstreamInvalid("--header applies to --url upstreams; give a stdio upstream --env instead")
+        raise UpstreamInvalid("--header applies to --url upstreams; give a stdio upstream --env instead", Field.HEADERS)
     if env and target.transport != Transport.STDIO:
-        raise UpstreamInvalid("--env applies to --command upstreams; give an HTTP upstream --header instead")
+        raise UpstreamInvalid("--env applies to --command upstreams; give an HTTP upstream --header instead", Field.ENV)
     with transaction.atomic():
         if Upstream.objects.filter(name=name).exists():
-            raise UpstreamInvalid(f"name {name!r} is taken: remove_upstream {name} first, or choose another")
+            raise UpstreamInvalid(
+                f"name {name!r} is taken: remove_upstream {name} first, or choose another", Field.NAME
+            )
         _check_prefix(prefix, exclude=None, local_tools=local_tools)
         upstream = Upstream(
             name=name,
@@ -265,7 +296,7 @@ def upstream_create(
         try:
             upstream.save()
         except IntegrityError:  # a concurrent add of the same name or prefix
-            raise UpstreamInvalid(f"name {name!r} or prefix {prefix!r} was taken meanwhile") from None
+            raise UpstreamInvalid(f"name {name!r} or prefix {prefix!r} was taken meanwhile", Field.NAME) from None
         audit_record(event=AuditKind.UPSTREAM_ADDED, user=actor, detail=_described(upstream))
     return upstream
 
@@ -342,16 +373,20 @@ def _update(
             env = {}
         if headers is not None:
             if headers and upstream.transport == Transport.STDIO:
-                raise UpstreamInvalid("headers apply to HTTP upstreams; give a stdio upstream environment variables")
+                raise UpstreamInvalid(
+                    "headers apply to HTTP upstreams; give a stdio upstream environment variables", Field.HEADERS
+                )
             upstream.header_names, upstream.sealed_headers = sorted(headers), _sealed(headers)
         if env is not None:
             if env and upstream.transport != Transport.STDIO:
-                raise UpstreamInvalid("environment variables apply to stdio upstreams; give an HTTP upstream headers")
+                raise UpstreamInvalid(
+                    "environment variables apply to stdio upstreams; give an HTTP upstream headers", Field.ENV
+                )
             upstream.env_names, upstream.sealed_env = sorted(env), _sealed(env)
         try:
             upstream.save()
         except IntegrityError:
-            raise UpstreamInvalid(f"prefix {upstream.prefix!r} was taken meanwhile") from None
+            raise UpstreamInvalid(f"prefix {upstream.prefix!r} was taken meanwhile", Field.PREFIX) from None
         audit_record(event=AuditKind.UPSTREAM_CHANGED, user=actor, detail=_described(upstream))
     return upstream
 
@@ -361,7 +396,7 @@ def upstream_remove(*, name: str, actor: User | None = None) -> None:
     with transaction.atomic():
         upstream = Upstream.objects.filter(name=name).first()
         if upstream is None:
-            raise UpstreamInvalid(f"no upstream is named {name!r}")
+            raise UpstreamInvalid(f"no upstream is named {name!r}", Field.NAME)
         detail = _described(upstream)
         upstream.delete()
         audit_record(event=AuditKind.UPSTREAM_REMOVED, user=actor, detail=detail)

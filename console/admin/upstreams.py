@@ -22,6 +22,7 @@ from gateway.crypto import KeyMissing, SealBroken, unseal
 from gateway.hooks import reserved_names
 from gateway.models import Transport, Upstream, UpstreamStatus
 from gateway.services import (
+    Field,
     Target,
     UpstreamInvalid,
     parse_env,
@@ -36,22 +37,18 @@ from oauth_ext.scopes import BASIC_SCOPE, all_scopes
 
 from .common import no_store
 
-# Which form field a service refusal is about, by how its one line starts (gateway.services writes
-# them for the command line, so they name its options); anything else is shown above the form.
-FIELD_OF_REFUSAL = (
-    ("--url", "url"),
-    ("--command", "command"),
-    ("--header", "headers"),
-    ("headers apply", "headers"),
-    ("--env", "env"),
-    ("environment variables apply", "env"),
-    ("--timeout", "timeout"),
-    ("--prefix", "tool_prefix"),
-    ("prefix ", "tool_prefix"),
-    ("name ", "name"),
-    ("unknown scope", "scopes"),
-    ("group ", "groups"),
-)
+# The form field next to which a service refusal is shown (gateway.services.Field); others go above the form.
+FIELD_OF_REFUSAL = {
+    Field.NAME: "name",
+    Field.PREFIX: "tool_prefix",
+    Field.URL: "url",
+    Field.COMMAND: "command",
+    Field.HEADERS: "headers",
+    Field.ENV: "env",
+    Field.GROUPS: "groups",
+    Field.SCOPES: "scopes",
+    Field.TIMEOUT: "timeout",
+}
 
 
 class SecretTextarea(forms.Textarea):
@@ -229,9 +226,8 @@ class UpstreamForm(forms.Form):
         return values or None
 
     def refuse(self, refusal: UpstreamInvalid) -> None:
-        message = str(refusal)
-        field = next((f for start, f in FIELD_OF_REFUSAL if message.startswith(start)), None)
-        self.add_error(field if field in self.fields else None, message)
+        field = FIELD_OF_REFUSAL.get(refusal.field) if refusal.field is not None else None
+        self.add_error(field if field in self.fields else None, str(refusal))
 
 
 def initial_of(upstream: Upstream) -> dict[str, Any]:
@@ -255,7 +251,7 @@ def stored(sealed: str) -> dict[str, str]:
     try:
         return unseal(sealed)
     except (KeyMissing, SealBroken) as exc:
-        raise UpstreamInvalid(str(exc)) from None
+        raise UpstreamInvalid(str(exc), Field.KEYS) from None
 
 
 def display_target(upstream: Upstream) -> str:
