@@ -14,9 +14,11 @@ Where each family is observed, and why there:
   database there).
 - ``mcpgate_database_errors_total{surface="django"}``: Django's ``got_request_exception`` signal,
   for a transient database error (``mcpgate.errors.TRANSIENT_DATABASE_ERRORS``) behind the failure.
-- ``mcpgate_upstream_*``: for the gateway to upstream MCP servers; defined, not yet recorded.
+- ``mcpgate_upstream_*``: the gateway's upstream MCP servers, recorded by ``gateway.runtime`` (each
+  request to an upstream, by outcome; whether its last report was healthy).
 
-Label values are bounded: a tool name a client made up is ``_unknown``, a grant type or an error
+Label values are bounded: a tool name a client made up is ``_unknown`` (an upstream's tool, routed,
+keeps its name: the operator's upstreams bound those), a grant type or an error
 code outside the known ones is ``other``.
 
 Several gunicorn workers: with ``PROMETHEUS_MULTIPROC_DIR`` set (an empty directory, writable,
@@ -149,7 +151,10 @@ def on_audit_event(sender: Any, event: AuditEvent, **kwargs: Any) -> None:
         return
     detail = event.detail or {}
     name, outcome = str(detail.get("tool", "")), str(detail.get("outcome", ""))
-    tool = name if registry.get(name) is not None else UNKNOWN_TOOL
+    # A local tool, or an upstream's that was routed (its names come from the operator's upstreams, not
+    # from the caller): either is a bounded label; anything else is a name the caller made up.
+    known = registry.get(name) is not None or "upstream" in detail
+    tool = name if known else UNKNOWN_TOOL
     TOOL_CALLS.labels(tool=tool, outcome=outcome).inc()
     # Refusals never ran the tool (their duration is 0): kept out of the latency.
     if outcome not in ("unknown_tool", "insufficient_scope"):

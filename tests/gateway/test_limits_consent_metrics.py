@@ -1,4 +1,4 @@
-"""The bound on stdio processes per worker, and upstream scopes on the consent page."""
+"""The bound on stdio processes per worker, upstream scopes on the consent page, upstream calls in /metrics."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from gateway.runtime import hub
 from gateway.services import Target, upstream_create
 from oauth_ext.models import Client
 from tests.conftest import PKCE, Flow, authorize_params
-from tests.mcp_bridge.conftest import bearer, rpc
+from tests.mcp_bridge.conftest import bearer, call, rpc
+from tests.mcpgate.test_metrics import grew, scrape_site
 
 from .fixtures import add_upstream, eventually, fixture_command
 
@@ -53,3 +54,22 @@ def test_the_consent_page_names_the_upstreams_a_scope_unlocks(flow: Flow, public
     assert page.status_code == 200
     assert page.context["scope_rows"][1] == ("db:read", "Read the reporting databases", ["reports (all its tools)"])
     assert "Tools: reports (all its tools)" in page.content.decode()
+
+
+@pytest.mark.anyio
+async def test_an_upstream_tool_call_is_counted_by_its_name_and_its_upstream(
+    site: Any, mcp: Any, alice_token: str
+) -> None:
+    """/metrics: a routed upstream tool keeps its name as the tool label (the operator's upstreams bound
+    those names); the request to the upstream is counted under the upstream."""
+    await add_upstream("raw", fixture_command("raw_server.py", "tools"))
+    before = await scrape_site(site)
+
+    answer = await mcp.post("/mcp", json=call("raw__ping_back", {"text": "hi"}), headers=bearer(alice_token))
+    after = await scrape_site(site)
+
+    assert answer.json()["result"]["isError"] is False
+    assert grew(before, after, "mcpgate_tool_calls_total", tool="raw__ping_back", outcome="ok") == 1
+    assert grew(before, after, "mcpgate_tool_call_duration_seconds_count", tool="raw__ping_back") == 1
+    assert grew(before, after, "mcpgate_tool_calls_total", tool="_unknown", outcome="ok") == 0
+    assert grew(before, after, "mcpgate_upstream_call_duration_seconds_count", upstream="raw", outcome="ok") == 1
