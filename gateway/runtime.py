@@ -740,20 +740,31 @@ class Hub:
         return [route.item for route in self.routes.prompts.values() if route.link.config.visible_to(groups)]
 
     def resources_for(self, groups: frozenset[str]) -> list[types.Resource]:
-        return [
-            resource
-            for link in self.routes.links
-            if link.catalog is not None and link.config.visible_to(groups)
-            for resource in link.catalog.resources
-        ]
+        """Each URI once: where two upstreams list the same one, the first by name, which also serves reads."""
+        seen: set[str] = set()
+        resources = []
+        for link in self._visible(groups):
+            assert link.catalog is not None
+            for resource in link.catalog.resources:
+                if str(resource.uri) not in seen:
+                    seen.add(str(resource.uri))
+                    resources.append(resource)
+        return resources
 
     def templates_for(self, groups: frozenset[str]) -> list[types.ResourceTemplate]:
-        return [
-            template
-            for link in self.routes.links
-            if link.catalog is not None and link.config.visible_to(groups)
-            for template in link.catalog.templates
-        ]
+        """Each URI template once, the first by upstream name (as for resources)."""
+        seen: set[str] = set()
+        templates = []
+        for link in self._visible(groups):
+            assert link.catalog is not None
+            for template in link.catalog.templates:
+                if template.uri_template not in seen:
+                    seen.add(template.uri_template)
+                    templates.append(template)
+        return templates
+
+    def _visible(self, groups: frozenset[str]) -> list[Link]:
+        return [link for link in self.routes.links if link.catalog is not None and link.config.visible_to(groups)]
 
     def tool(self, name: str, groups: frozenset[str]) -> Link | None:
         """The upstream serving the tool ``name`` to someone in ``groups``, if any."""
