@@ -25,8 +25,9 @@ from oauth_ext.scopes import BASIC_SCOPE, all_scopes
 
 from .catalog import SEPARATOR
 from .crypto import KeyMissing, seal
+from .link import UpstreamConfig, describe, probe
 from .models import NAME_PATTERN, Transport, Upstream
-from .runtime import UpstreamConfig, describe, exposed_names_elsewhere, probe
+from .runtime import exposed_names_elsewhere
 
 MAX_TIMEOUT = 600.0
 # RFC 9110 §5.1 field-name (token characters).

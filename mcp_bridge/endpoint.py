@@ -38,7 +38,8 @@ from rest_framework.exceptions import AuthenticationFailed
 
 from audit.models import AuditKind
 from audit.services import audit_record
-from gateway.runtime import Link, hub
+from gateway.link import Link
+from gateway.runtime import hub
 from mcpgate import errors, ratelimit
 from mcpgate.errors import TRANSIENT_DATABASE_ERRORS, jsonrpc_refusal
 from mcpgate.hosts import host_for_request

@@ -23,7 +23,8 @@ from pydantic_core import ErrorDetails
 
 from audit.models import AuditKind
 from audit.services import audit_record
-from gateway.runtime import Link, UpstreamFailed, hub
+from gateway.link import Link, UpstreamFailed
+from gateway.runtime import hub
 from mcpgate.errors import MCP_UNAVAILABLE_MESSAGE, TRANSIENT_DATABASE_ERRORS
 from mcpgate.hosts import configured_hosts
 from mcpgate.observability import tracing

@@ -11,8 +11,9 @@ import pytest
 from django.utils import timezone
 
 from gateway.catalog import Catalog, exposed_name, scheme_of, template_pattern
+from gateway.link import Link, SharedPool, UpstreamConfig
 from gateway.models import Transport
-from gateway.runtime import Link, Routes, SharedPool, UpstreamConfig
+from gateway.runtime import Routes
 
 SCHEMA = {"type": "object", "properties": {}}
 EVERYTHING_TEMPLATE = "demo://resource/dynamic/text/{resourceId}"
