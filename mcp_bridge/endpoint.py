@@ -49,6 +49,7 @@ from oauth_ext.scopes import BASIC_SCOPE
 
 from .authentication import MCPBearerAuthentication
 from .context import ToolContext
+from .fastpath import FastPath
 from .origins import origin_allowed
 from .registry import registry
 from .server import (
@@ -352,14 +353,19 @@ async def send_django_response(response: HttpResponse, send: Send) -> None:
 class MCPEndpoint:
     """ASGI app for /mcp. Needs its ``lifespan()`` running (the SDK's task group)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, fast_path: bool = True) -> None:
         self.server = build_server()
         self.manager = build_session_manager(self.server)
+        # Off only to compare the two paths (tests/mcp_bridge/test_fastpath.py).
+        self.fast_path = FastPath(self.server, self.manager.security_settings) if fast_path else None
 
     @contextlib.asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
-        """The SDK's task group, and this worker's upstream connections (gateway.runtime)."""
-        async with self.manager.run(), hub.running():
+        """The SDK's task group, the server's lifespan state for the fast path, and this worker's
+        upstream connections (gateway.runtime)."""
+        async with self.manager.run(), self.server.lifespan(self.server) as state, hub.running():
+            if self.fast_path is not None:
+                self.fast_path.bind(state)
             yield
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -433,4 +439,6 @@ class MCPEndpoint:
                 message = {**message, "status": 503, "headers": [*message.get("headers", []), retry_after]}
             await send(message)
 
+        if self.fast_path is not None and await self.fast_path.answer(inner_scope, body, send_with_outcome):
+            return
         await self.manager.handle_request(inner_scope, replay, send_with_outcome)

@@ -25,8 +25,8 @@ ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 class Application:
     """The site: Django for everything but /mcp; the MCP endpoint's task group lives in the lifespan."""
 
-    def __init__(self) -> None:
-        self.mcp_endpoint = MCPEndpoint()
+    def __init__(self, *, fast_path: bool = True) -> None:
+        self.mcp_endpoint = MCPEndpoint(fast_path=fast_path)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"] == MCP_PATH:

@@ -16,7 +16,8 @@ from audit.models import AuditEvent, AuditKind
 from mcp_bridge.context import ToolContext
 from mcp_bridge.registry import registry, tool
 from notes.models import Note
-from tests.mcp_bridge.conftest import PEER, bearer, call, rpc
+from tests.mcp_bridge.conftest import HANDSHAKE_VERSION, PEER, bearer, call, rpc
+from tests.mcp_bridge.test_transport import initialize
 from tests.personas import ALICE
 
 pytestmark = pytest.mark.anyio
@@ -147,6 +148,9 @@ async def test_argument_values_and_tokens_are_never_recorded_or_logged(mcp, alic
 
     r = await mcp.post("/mcp", json=call("add_note", {"text": SECRET}), headers=bearer(alice_writer))
     assert r.json()["result"]["isError"] is False
+    # initialize is served by the SDK's own transport, which logs at DEBUG (mcp_bridge.fastpath, which
+    # served the call, logs nothing): the check below has something to look at.
+    await mcp.post("/mcp", json=initialize(HANDSHAKE_VERSION), headers=bearer(alice_writer))
 
     # The call did store it, where it belongs.
     assert await sync_to_async(Note.objects.filter(text=SECRET).count)() == 1

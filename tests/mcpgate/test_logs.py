@@ -18,7 +18,8 @@ from mcpgate.observability import tracing
 from mcpgate.observability.logs import JsonFormatter
 from oauth_ext.models import Client
 from tests.conftest import INTERNAL, LOOPBACK_REDIRECT, Flow
-from tests.mcp_bridge.conftest import bearer, call
+from tests.mcp_bridge.conftest import HANDSHAKE_VERSION, bearer, call, envelope, modern, rpc
+from tests.mcp_bridge.test_transport import initialize
 from tests.mcpgate import test_tracing as tracing_tests
 from tests.mcpgate.test_tracing import TRACE_ID, TRACEPARENT
 from tests.oauth_ext.test_audit import Secrets
@@ -164,11 +165,16 @@ async def test_no_token_code_or_secret_in_json_lines_of_an_exchange_and_an_mcp_c
     replay: list[Any] = []
     access_token = await sign_in_and_exchange()
     served = await mcp.post("/mcp", json=call("whoami"), headers=bearer(access_token, traceparent=TRACEPARENT))
+    # The 2026-07-28 call and initialize, which the SDK's own transport serves (mcp_bridge.fastpath takes
+    # the other 2025-era requests, and logs nothing): the SDK's log lines, at DEBUG, are checked too.
+    modern_call = rpc("tools/call", envelope({"name": "whoami", "arguments": {}}))
+    served_modern = await mcp.post("/mcp", json=modern_call, headers=modern(access_token, "tools/call", "whoami"))
+    await mcp.post("/mcp", json=initialize(HANDSHAKE_VERSION), headers=bearer(access_token))
     await mcp.post("/mcp", json=call("whoami"), headers=bearer(access_token[:-2] + "xx"))
     # The code again: refused, logged, and the tokens it led to revoked (RFC 6749 §4.1.2).
     replayed = await sync_to_async(replay[0])()
 
-    assert (served.status_code, replayed.status_code) == (200, 400)
+    assert (served.status_code, served_modern.status_code, replayed.status_code) == (200, 200, 400)
     assert len(secrets.values) == 7
     lines = json_lines.lines()  # every line parses
     assert {"identity.services", "mcp.server.streamable_http_manager", "oauth_ext.validators"} <= {
