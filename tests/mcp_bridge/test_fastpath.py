@@ -2,7 +2,7 @@
 
 The same requests go to the site with the fast path and to one without it (every request through the
 SDK's StreamableHTTPSessionManager), one after the other on the same database, with the same token;
-status, Content-Type and body must be identical. The corpus covers what the fast path takes (each
+status, every header and the body must be identical. The corpus covers what the fast path takes (each
 2025 version and none, ids of both kinds, every method mcpgate serves, errors of the handlers, of
 validation and of the dispatcher) and what it must leave to the SDK (initialize, notifications,
 2026-07-28, a wrong Accept or Content-Type).
@@ -97,7 +97,7 @@ async def serving(*, fast_path: bool) -> AsyncIterator[Any]:
         executor.shutdown(wait=True)
 
 
-async def answers(app: Any, requests: list[Request]) -> list[tuple[int, str | None, bytes]]:
+async def answers(app: Any, requests: list[Request]) -> list[tuple[int, list[tuple[str, str]], bytes]]:
     replies = []
     async with http_client(app) as client:
         for body, headers in requests:
@@ -105,7 +105,7 @@ async def answers(app: Any, requests: list[Request]) -> list[tuple[int, str | No
                 response = await client.post("/mcp", content=body, headers=headers)
             else:
                 response = await client.post("/mcp", json=body, headers=headers)
-            replies.append((response.status_code, response.headers.get("content-type"), response.content))
+            replies.append((response.status_code, sorted(response.headers.multi_items()), response.content))
     return replies
 
 
