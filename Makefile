@@ -11,7 +11,7 @@ ENV_FILE := $(or $(MCPGATE_ENV_FILE),.env)
 # The port the URLs written to a new .env use.
 PORT := $(lastword $(subst :, ,$(or $(BIND),$(MCPGATE_BIND),127.0.0.1:8000)))
 
-.PHONY: run test test-sqlite test-postgres soak lint typecheck check venv e2e-tools clean
+.PHONY: run test test-sqlite test-postgres soak bench lint typecheck check venv e2e-tools clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -69,6 +69,20 @@ test-postgres: venv
 SOAK_ARGS ?=
 soak: venv
 	$(PY) -m bench.soak $(SOAK_ARGS)
+
+# The benchmark of issue 11, not part of `make test`: /mcp, OAuth and the gateway next to their reference
+# points, loopback only, a throw-away PostgreSQL cluster, wrk as the load generator (apt-get install wrk);
+# about 7 minutes on 2 cores. Regenerates BENCHMARKS.md and bench/plots/*.png (bench/run.py). A quick look:
+# make bench BENCH_ARGS="--seconds 1 --runs 1 --out /tmp/bench.md --plots /tmp/bench-plots".
+BENCH_ARGS ?=
+$(VENV)/.bench-installed: $(VENV)/.installed requirements-bench.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt
+	touch $@
+
+bench: venv
+	@command -v wrk >/dev/null || { echo "wrk not found: install it (Debian/Ubuntu: sudo apt-get install wrk)" >&2; exit 1; }
+	@$(MAKE) -s --no-print-directory $(VENV)/.bench-installed
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

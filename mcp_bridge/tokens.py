@@ -120,6 +120,11 @@ def load_access_token(checksum: str) -> Any:
     return lookup.load(checksum)
 
 
+def lookup_sql(db: str) -> str:
+    """The SELECT ``load_access_token`` runs on ``db`` (the benchmark shows its plan: bench/fixtures.py)."""
+    return _TokenLookup(db).sql
+
+
 def _forget(**kwargs: Any) -> None:
     # Tests swap databases and settings; a statement compiled for one must not outlive it.
     _lookups.clear()
@@ -127,4 +132,4 @@ def _forget(**kwargs: Any) -> None:
 
 setting_changed.connect(_forget)
 
-__all__ = ["load_access_token"]
+__all__ = ["load_access_token", "lookup_sql"]
