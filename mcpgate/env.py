@@ -273,6 +273,25 @@ def envdatabase(name: str = "DATABASE_URL", *, sqlite_path: str) -> dict[str, An
         return _sqlite(str(parsed["NAME"]), options)
     host = options.pop("host", None)
     port = options.pop("port", None)
+    # 0 by default: under the ASGI worker every request thread would keep its own persistent
+    # connection, and two workers exhausted PostgreSQL's 100 under the soak (docs/reliability.md).
+    conn_max_age = envint("MCPGATE_DB_CONN_MAX_AGE", 0)
+    # Django's own connection pool (psycopg_pool, Django >= 5.1), per worker process: without it every
+    # request opened and closed a connection in each thread it used, which was the largest single wait
+    # of a /mcp call (BENCHMARKS.md). Bounded, so workers x MCPGATE_DB_POOL_SIZE stays under
+    # max_connections; each connection is checked when taken, so a database restart costs no request.
+    pool_size = envint("MCPGATE_DB_POOL_SIZE", 8)
+    if pool_size and conn_max_age:
+        raise ImproperlyConfigured(
+            "MCPGATE_DB_CONN_MAX_AGE must be 0 with the connection pool; set MCPGATE_DB_POOL_SIZE=0 to use "
+            "persistent per-thread connections instead"
+        )
+    if pool_size and "pool" not in options:
+        options["pool"] = {
+            "min_size": 1,
+            "max_size": pool_size,
+            "timeout": 10,
+        }
     return {
         "ENGINE": "django.db.backends.postgresql",
         "NAME": parsed["NAME"],
@@ -281,8 +300,7 @@ def envdatabase(name: str = "DATABASE_URL", *, sqlite_path: str) -> dict[str, An
         "HOST": str(host) if host is not None else parsed["HOST"],
         "PORT": str(port if port is not None else parsed["PORT"]),
         "OPTIONS": options,
-        # 0 by default: under the ASGI worker every request thread would keep its own persistent
-        # connection, and two workers exhausted PostgreSQL's 100 under the soak (docs/reliability.md).
-        "CONN_MAX_AGE": envint("MCPGATE_DB_CONN_MAX_AGE", 0),
+        "CONN_MAX_AGE": conn_max_age,
+        # With the pool, Django hands psycopg_pool its connection check (ConnectionPool.check_connection).
         "CONN_HEALTH_CHECKS": True,
     }

@@ -98,8 +98,12 @@ def database(monkeypatch: pytest.MonkeyPatch, url: str) -> dict[str, object]:
     monkeypatch.setenv("DATABASE_URL", url)
     monkeypatch.delenv("DATABASE_URL_FILE", raising=False)
     monkeypatch.delenv("MCPGATE_DB_CONN_MAX_AGE", raising=False)
+    monkeypatch.delenv("MCPGATE_DB_POOL_SIZE", raising=False)
     return envdatabase("DATABASE_URL", sqlite_path=SQLITE)
 
+
+# Django's PostgreSQL connection pool (psycopg_pool), per worker, as mcpgate.env configures it.
+POOL = {"min_size": 1, "max_size": 8, "timeout": 10}
 
 SQLITE_OPTIONS = {
     "transaction_mode": "IMMEDIATE",
@@ -147,7 +151,7 @@ def test_a_postgres_url_is_decoded_including_percent_escaped_credentials(monkeyp
         "PASSWORD": "p@ss:w/d",
         "HOST": "db.internal",
         "PORT": "5433",
-        "OPTIONS": {},
+        "OPTIONS": {"pool": POOL},
         "CONN_MAX_AGE": 0,
         "CONN_HEALTH_CHECKS": True,
     }
@@ -155,7 +159,7 @@ def test_a_postgres_url_is_decoded_including_percent_escaped_credentials(monkeyp
 
 def test_a_socket_directory_in_the_query_becomes_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
     config = database(monkeypatch, "postgresql://mcpgate@/mcpgate?host=%2Frun%2Fpg&sslmode=disable")
-    assert (config["HOST"], config["PORT"], config["OPTIONS"]) == ("/run/pg", "", {"sslmode": "disable"})
+    assert (config["HOST"], config["PORT"], config["OPTIONS"]) == ("/run/pg", "", {"sslmode": "disable", "pool": POOL})
 
 
 def test_postgres_query_parameters_are_psycopg_options_with_numbers_as_integers(
@@ -166,13 +170,34 @@ def test_postgres_query_parameters_are_psycopg_options_with_numbers_as_integers(
         "sslmode": "require",
         "prepare_threshold": 2,
         "options": "-c statement_timeout=5000",
+        "pool": POOL,
     }
 
 
-def test_the_connection_age_setting_applies_to_urls(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_connection_age_setting_applies_to_urls_without_the_pool(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", "postgresql://u@db/mcpgate")
     monkeypatch.setenv("MCPGATE_DB_CONN_MAX_AGE", "30")
-    assert envdatabase("DATABASE_URL", sqlite_path=SQLITE)["CONN_MAX_AGE"] == 30
+    monkeypatch.setenv("MCPGATE_DB_POOL_SIZE", "0")
+    config = envdatabase("DATABASE_URL", sqlite_path=SQLITE)
+    assert (config["CONN_MAX_AGE"], config["OPTIONS"]) == (30, {})
+
+
+def test_the_pool_size_bounds_the_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u@db/mcpgate")
+    monkeypatch.setenv("MCPGATE_DB_POOL_SIZE", "3")
+    assert envdatabase("DATABASE_URL", sqlite_path=SQLITE)["OPTIONS"]["pool"]["max_size"] == 3
+
+
+def test_persistent_connections_and_the_pool_are_refused_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u@db/mcpgate")
+    monkeypatch.setenv("MCPGATE_DB_CONN_MAX_AGE", "30")
+    monkeypatch.delenv("MCPGATE_DB_POOL_SIZE", raising=False)
+    with pytest.raises(ImproperlyConfigured) as refused:
+        envdatabase("DATABASE_URL", sqlite_path=SQLITE)
+    assert str(refused.value) == (
+        "MCPGATE_DB_CONN_MAX_AGE must be 0 with the connection pool; set MCPGATE_DB_POOL_SIZE=0 to use "
+        "persistent per-thread connections instead"
+    )
 
 
 def test_a_database_url_can_come_from_a_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
