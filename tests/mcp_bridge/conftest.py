@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -88,15 +89,14 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture
-async def site(transactional_db: Any) -> AsyncIterator[Any]:
+@asynccontextmanager
+async def serving(*, fast_path: bool = True) -> AsyncIterator[Any]:
     """The ASGI site (mcpgate.asgi.Application) with its lifespan running.
 
     /mcp does its database work in the event loop's default executor (as under uvicorn). Here
     that executor is one thread of ours, so the connection it opens can be closed afterwards:
     left open, PostgreSQL refuses to drop the test database at the end ("being accessed by
     other users"). The thread that ``sync_to_async`` uses for the tests' own reads likewise.
-    The database comes first: the lifespan's gateway (gateway.runtime) reads the upstreams at once.
     """
     from mcpgate.asgi import Application
 
@@ -104,13 +104,20 @@ async def site(transactional_db: Any) -> AsyncIterator[Any]:
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mcp-worker")
     loop.set_default_executor(executor)
     try:
-        app = Application()
+        app = Application(fast_path=fast_path)
         async with app.mcp_endpoint.lifespan():
             yield app
     finally:
         await loop.run_in_executor(executor, connections.close_all)
         await sync_to_async(connections.close_all)()
         executor.shutdown(wait=True)
+
+
+@pytest.fixture
+async def site(transactional_db: Any) -> AsyncIterator[Any]:
+    """The site, serving (the database comes first: the lifespan's gateway reads the upstreams at once)."""
+    async with serving() as app:
+        yield app
 
 
 def http_client(app: Any, peer: tuple[str, int] = PEER) -> httpx2.AsyncClient:

@@ -10,19 +10,11 @@ validation and of the dispatcher) and what it must leave to the SDK (initialize,
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from asgiref.sync import sync_to_async
-from django.db import connections
 
-from mcpgate.asgi import Application
-
-from .conftest import HANDSHAKE_VERSIONS, MCP_HEADERS, bearer, call, envelope, http_client, modern, rpc
+from .conftest import HANDSHAKE_VERSIONS, MCP_HEADERS, bearer, call, envelope, http_client, modern, rpc, serving
 from .test_transport import initialize
 
 pytestmark = pytest.mark.anyio
@@ -79,22 +71,6 @@ def corpus(token: str) -> list[Request]:
         (b'{"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}', handshake),
     ]
     return requests
-
-
-@asynccontextmanager
-async def serving(*, fast_path: bool) -> AsyncIterator[Any]:
-    """A site with its lifespan, its database work on one thread of ours (as tests/mcp_bridge/conftest.py's)."""
-    loop = asyncio.get_running_loop()
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mcp-worker")
-    loop.set_default_executor(executor)
-    try:
-        app = Application(fast_path=fast_path)
-        async with app.mcp_endpoint.lifespan():
-            yield app
-    finally:
-        await loop.run_in_executor(executor, connections.close_all)
-        await sync_to_async(connections.close_all)()
-        executor.shutdown(wait=True)
 
 
 async def answers(app: Any, requests: list[Request]) -> list[tuple[int, list[tuple[str, str]], bytes]]:
