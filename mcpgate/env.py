@@ -279,18 +279,21 @@ def envdatabase(name: str = "DATABASE_URL", *, sqlite_path: str) -> dict[str, An
     # Django's own connection pool (psycopg_pool, Django >= 5.1), per worker process: without it every
     # request opened and closed a connection in each thread it used, which was the largest single wait
     # of a /mcp call (BENCHMARKS.md). Bounded, so workers x MCPGATE_DB_POOL_SIZE stays under
-    # max_connections; each connection is checked when taken, so a database restart costs no request.
+    # max_connections; each connection is checked when taken, so a database restart costs no request,
+    # and a request waits at most 2 s for one before the database counts as away (503, Retry-After).
     pool_size = envint("MCPGATE_DB_POOL_SIZE", 8)
     if pool_size and conn_max_age:
         raise ImproperlyConfigured(
             "MCPGATE_DB_CONN_MAX_AGE must be 0 with the connection pool; set MCPGATE_DB_POOL_SIZE=0 to use "
             "persistent per-thread connections instead"
         )
-    if pool_size and "pool" not in options:
+    if "pool" in options:
+        raise ImproperlyConfigured(f"{name}: the connection pool is sized by MCPGATE_DB_POOL_SIZE, not by ?pool=")
+    if pool_size:
         options["pool"] = {
             "min_size": 1,
             "max_size": pool_size,
-            "timeout": 10,
+            "timeout": 2,
         }
     return {
         "ENGINE": "django.db.backends.postgresql",

@@ -94,7 +94,8 @@ def database_env(settings_dict: dict[str, Any]) -> dict[str, str]:
         auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
         host = str(settings_dict.get("HOST") or "")
         port = str(settings_dict.get("PORT") or "")
-        options = {str(k): str(v) for k, v in (settings_dict.get("OPTIONS") or {}).items()}
+        # Not the connection pool: the server sizes its own (MCPGATE_DB_POOL_SIZE), and a URL cannot carry one.
+        options = {str(k): str(v) for k, v in (settings_dict.get("OPTIONS") or {}).items() if k != "pool"}
         if host.startswith("/"):  # a socket directory: libpq's ?host=
             options["host"] = host
             host = ""

@@ -103,7 +103,7 @@ def database(monkeypatch: pytest.MonkeyPatch, url: str) -> dict[str, object]:
 
 
 # Django's PostgreSQL connection pool (psycopg_pool), per worker, as mcpgate.env configures it.
-POOL = {"min_size": 1, "max_size": 8, "timeout": 10}
+POOL = {"min_size": 1, "max_size": 8, "timeout": 2}
 
 SQLITE_OPTIONS = {
     "transaction_mode": "IMMEDIATE",
@@ -245,3 +245,11 @@ def test_a_missing_named_env_file_is_refused(monkeypatch: pytest.MonkeyPatch, tm
     with pytest.raises(ImproperlyConfigured) as refused:
         load_env_file(default=tmp_path / ".env")
     assert str(refused.value) == f"MCPGATE_ENV_FILE: cannot read {tmp_path / 'nope.env'}: No such file or directory"
+
+
+def test_a_pool_in_the_database_url_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u@db/mcpgate?pool=true")
+    monkeypatch.delenv("MCPGATE_DB_CONN_MAX_AGE", raising=False)
+    with pytest.raises(ImproperlyConfigured) as refused:
+        envdatabase("DATABASE_URL", sqlite_path=SQLITE)
+    assert str(refused.value) == "DATABASE_URL: the connection pool is sized by MCPGATE_DB_POOL_SIZE, not by ?pool="

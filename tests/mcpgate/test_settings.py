@@ -262,7 +262,7 @@ def test_database_url_parsed_including_socket_directory_and_escapes() -> None:
         "PASSWORD": "p@ss",
         "HOST": "/run/postgresql",
         "PORT": "5433",
-        "OPTIONS": {"sslmode": "require", "pool": {"min_size": 1, "max_size": 8, "timeout": 10}},
+        "OPTIONS": {"sslmode": "require", "pool": {"min_size": 1, "max_size": 8, "timeout": 2}},
     }
 
 
