@@ -33,14 +33,13 @@ from typing import Any
 
 import anyio
 import mcp_types as types
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections
 from django.utils import timezone
 from pydantic import ValidationError
 
 from mcpgate.errors import TRANSIENT_DATABASE_ERRORS
 from mcpgate.observability import metrics
+from mcpgate.threads import in_worker_thread
 
 from . import hooks
 from .catalog import Catalog, scheme_of
@@ -112,7 +111,6 @@ class Routes:
 
 def load_upstreams() -> tuple[list[UpstreamConfig], dict[int, Catalog]]:
     """The enabled upstreams and the catalogs stored for them (in a worker thread)."""
-    close_old_connections()
     configs: list[UpstreamConfig] = []
     stored: dict[int, Catalog] = {}
     for upstream in Upstream.objects.filter(enabled=True).select_related("status"):
@@ -129,13 +127,11 @@ def load_upstreams() -> tuple[list[UpstreamConfig], dict[int, Catalog]]:
 
 def upstreams_fingerprint() -> tuple[tuple[int, datetime], ...]:
     """What changes when an upstream is added, changed, disabled or removed (one indexed query)."""
-    close_old_connections()
     return tuple(Upstream.objects.filter(enabled=True).order_by("pk").values_list("pk", "updated_at"))
 
 
 def store_health(reports: list[tuple[int, Health]]) -> None:
     """Write what the workers saw (in a worker thread); a row removed meanwhile is skipped."""
-    close_old_connections()
     existing = set(Upstream.objects.filter(pk__in=[pk for pk, _ in reports]).values_list("pk", flat=True))
     for pk, health in reports:
         if pk not in existing:
@@ -204,7 +200,7 @@ class Hub:
         last_flush = time.monotonic()
         while True:
             try:
-                fingerprint = await sync_to_async(upstreams_fingerprint, thread_sensitive=False)()
+                fingerprint = await in_worker_thread(upstreams_fingerprint)()
                 if fingerprint != self._fingerprint:
                     await self.reload()
                     self._fingerprint = fingerprint
@@ -224,7 +220,7 @@ class Hub:
 
     async def reload(self) -> None:
         """Start, restart and stop links to match the database."""
-        configs, stored = await sync_to_async(load_upstreams, thread_sensitive=False)()
+        configs, stored = await in_worker_thread(load_upstreams)()
         wanted = {config.id: config for config in configs}
         for pk in [pk for pk in self.links if pk not in wanted or self.links[pk].config != wanted[pk]]:
             self.links.pop(pk).scope.cancel()
@@ -264,7 +260,7 @@ class Hub:
             metrics.record_upstream_health(self.links[pk].config.name, up=health.last_error_at is None)
         if reports:
             try:
-                await sync_to_async(store_health, thread_sensitive=False)(reports)
+                await in_worker_thread(store_health)(reports)
             except TRANSIENT_DATABASE_ERRORS as exc:
                 logger.warning("upstream health not written: database unavailable (%s)", describe(exc))
 

@@ -27,7 +27,6 @@ from functools import cached_property
 from typing import Any
 
 import pydantic_core
-from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
 from django.db import close_old_connections
 from django.http import HttpRequest, HttpResponse
@@ -45,6 +44,7 @@ from mcpgate.errors import TRANSIENT_DATABASE_ERRORS, jsonrpc_refusal
 from mcpgate.hosts import host_for_request
 from mcpgate.middleware import HostMiddleware, TrustedProxyMiddleware
 from mcpgate.observability import metrics, tracing
+from mcpgate.threads import in_worker_thread
 from oauth_ext.scopes import BASIC_SCOPE
 
 from .authentication import MCPBearerAuthentication
@@ -180,11 +180,11 @@ class _Gate:
 
 
 def admit(scope: Scope) -> Admission:
-    """Run in a worker thread, before the body is read: proxy/host middleware as for Django views, then the gate."""
+    """Run in a worker thread (``in_worker_thread``), before the body is read: proxy/host middleware as for
+    Django views, then the gate."""
     gate = _Gate()
     try:
         with tracing.span("mcp admission"), tracing.database_spans():
-            close_old_connections()  # as Django does per request: CONN_MAX_AGE, broken connections
             request = ASGIRequest(scope, io.BytesIO(b""))
             response = TrustedProxyMiddleware(HostMiddleware(gate))(request)
     except TRANSIENT_DATABASE_ERRORS as exc:
@@ -394,7 +394,7 @@ class MCPEndpoint:
         metrics.observe_mcp_status(status)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
-        admission = await sync_to_async(admit, thread_sensitive=False)(scope)
+        admission = await in_worker_thread(admit)(scope)
         if admission.refusal is not None:
             await send_django_response(admission.refusal, send)
             return
@@ -412,7 +412,7 @@ class MCPEndpoint:
                 # The basic scope is what admits a client to /mcp at all (PRM scopes_supported).
                 missing = frozenset({BASIC_SCOPE})
             if missing:
-                refusal = await sync_to_async(insufficient_scope, thread_sensitive=False)(admission, message, missing)
+                refusal = await in_worker_thread(insufficient_scope)(admission, message, missing)
         if refusal is not None:
             await send_django_response(refusal, send)
             return

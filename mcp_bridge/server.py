@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import mcp_types as types
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
 from mcp.server.lowlevel import Server
@@ -28,6 +27,7 @@ from gateway.runtime import hub
 from mcpgate.errors import MCP_UNAVAILABLE_MESSAGE, TRANSIENT_DATABASE_ERRORS
 from mcpgate.hosts import configured_hosts
 from mcpgate.observability import tracing
+from mcpgate.threads import in_worker_thread
 
 from .context import ToolContext
 from .origins import allowed_origins
@@ -167,10 +167,10 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.Call
         return await call_upstream_tool(ctx, caller, link, params)
     try:
         if tool is None or not tool.visible_to(caller):
-            await sync_to_async(audit_unknown_tool, thread_sensitive=False)(caller, params.name)
+            await in_worker_thread(audit_unknown_tool)(caller, params.name)
             raise MCPError(types.INVALID_PARAMS, f"Unknown tool: {params.name}")
         # The tool's own work and the audit row share one worker thread (Django ORM is sync).
-        return await sync_to_async(run_tool, thread_sensitive=False)(tool, caller, dict(params.arguments or {}))
+        return await in_worker_thread(run_tool)(tool, caller, dict(params.arguments or {}))
     except TRANSIENT_DATABASE_ERRORS as exc:
         raise database_unavailable(ctx, exc, f"calling the tool {params.name[:128]!r}") from None
 
@@ -207,7 +207,7 @@ async def call_upstream_tool(
         except MCPError as exc:
             result, outcome, failure = None, "upstream_error", exc
     try:
-        await sync_to_async(audit_upstream_call, thread_sensitive=False)(
+        await in_worker_thread(audit_upstream_call)(
             caller,
             params.name,
             upstream=link.config.name,

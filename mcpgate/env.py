@@ -249,6 +249,7 @@ def envdatabase(name: str = "DATABASE_URL", *, sqlite_path: str) -> dict[str, An
     Unset: SQLite at ``sqlite_path``. ``sqlite:///relative.db`` and ``sqlite:////absolute.db``
     (SQLAlchemy's convention), or ``postgres://`` / ``postgresql://`` with percent-escaped parts.
     Query parameters are connection options (``sslmode=require``, ``prepare_threshold=2``,
+    ``server_side_binding=false``,
     ``options=-c%20statement_timeout%3D5000``), numbers as integers, as psycopg wants them; libpq's
     ``?host=/socket/dir`` and ``?port=`` move to HOST and PORT, where Django passes them on. The
     error messages never repeat the URL: it may carry a password.
@@ -289,11 +290,27 @@ def envdatabase(name: str = "DATABASE_URL", *, sqlite_path: str) -> dict[str, An
         )
     if "pool" in options:
         raise ImproperlyConfigured(f"{name}: the connection pool is sized by MCPGATE_DB_POOL_SIZE, not by ?pool=")
+    # Server-side binding with prepared statements, Django's documented psycopg options: the token
+    # lookup of every /mcp call is then planned once per connection, not on every call (0.6 ms ->
+    # 0.3 ms per lookup, BENCHMARKS.md). ?server_side_binding=false turns both off, e.g. behind a
+    # pooler in transaction mode that cannot keep prepared statements; ?prepare_threshold=N says
+    # after how many runs of a statement it is prepared (psycopg's default, 5).
+    binding = str(options.pop("server_side_binding", "true")).strip().lower()
+    if binding not in ("true", "false"):
+        raise ImproperlyConfigured(f"{name}: server_side_binding must be true or false")
+    if binding == "true":
+        options["server_side_binding"] = True
+        options.setdefault("prepare_threshold", 5)
     if pool_size:
         options["pool"] = {
             "min_size": 1,
             "max_size": pool_size,
             "timeout": 2,
+            # psycopg_pool retries a failed connect with a doubling delay that only stops growing at
+            # reconnect_timeout (5 minutes by default): after an 8 s outage the next try came 6 s
+            # late (tests/faults). Giving up after 2 s lets the next request that needs a
+            # connection start a fresh try at once, so recovery follows the database within ~1 s.
+            "reconnect_timeout": 2,
         }
     return {
         "ENGINE": "django.db.backends.postgresql",

@@ -7,11 +7,16 @@ its user and its client in one SELECT) and the tool run (the audit row in one IN
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
+
+import pytest
+from django.db import connection
 
 from mcp_bridge.endpoint import admit
 from mcp_bridge.registry import registry
 from mcp_bridge.server import run_tool
+from mcp_bridge.tokens import load_access_token
 from tests.mcp_bridge.conftest import PEER
 
 
@@ -71,3 +76,18 @@ def test_refusing_a_request_without_token_costs_nothing(alice, django_assert_num
 
     assert admission.refusal is not None
     assert admission.refusal.status_code == 401
+
+
+@pytest.mark.postgresql
+def test_the_token_lookup_runs_as_a_prepared_statement_on_postgresql(alice_token) -> None:
+    """Planned once per connection, not per call (mcpgate.env.envdatabase: server-side binding, and psycopg
+    prepares a statement on its fifth run)."""
+    checksum = hashlib.sha256(alice_token.encode()).hexdigest()
+
+    for _ in range(6):  # on this thread's connection, as admission runs it
+        assert load_access_token(checksum) is not None
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [row[0] for row in cursor.fetchall()]
+    assert [s for s in prepared if "oauth2_provider_accesstoken" in s and "token_checksum" in s], prepared

@@ -103,7 +103,8 @@ def database(monkeypatch: pytest.MonkeyPatch, url: str) -> dict[str, object]:
 
 
 # Django's PostgreSQL connection pool (psycopg_pool), per worker, as mcpgate.env configures it.
-POOL = {"min_size": 1, "max_size": 8, "timeout": 2}
+POOL = {"min_size": 1, "max_size": 8, "timeout": 2, "reconnect_timeout": 2}
+PREPARED = {"server_side_binding": True, "prepare_threshold": 5}
 
 SQLITE_OPTIONS = {
     "transaction_mode": "IMMEDIATE",
@@ -151,7 +152,7 @@ def test_a_postgres_url_is_decoded_including_percent_escaped_credentials(monkeyp
         "PASSWORD": "p@ss:w/d",
         "HOST": "db.internal",
         "PORT": "5433",
-        "OPTIONS": {"pool": POOL},
+        "OPTIONS": {**PREPARED, "pool": POOL},
         "CONN_MAX_AGE": 0,
         "CONN_HEALTH_CHECKS": True,
     }
@@ -159,7 +160,11 @@ def test_a_postgres_url_is_decoded_including_percent_escaped_credentials(monkeyp
 
 def test_a_socket_directory_in_the_query_becomes_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
     config = database(monkeypatch, "postgresql://mcpgate@/mcpgate?host=%2Frun%2Fpg&sslmode=disable")
-    assert (config["HOST"], config["PORT"], config["OPTIONS"]) == ("/run/pg", "", {"sslmode": "disable", "pool": POOL})
+    assert (config["HOST"], config["PORT"], config["OPTIONS"]) == (
+        "/run/pg",
+        "",
+        {"sslmode": "disable", **PREPARED, "pool": POOL},
+    )
 
 
 def test_postgres_query_parameters_are_psycopg_options_with_numbers_as_integers(
@@ -170,8 +175,23 @@ def test_postgres_query_parameters_are_psycopg_options_with_numbers_as_integers(
         "sslmode": "require",
         "prepare_threshold": 2,
         "options": "-c statement_timeout=5000",
+        "server_side_binding": True,
         "pool": POOL,
     }
+
+
+@pytest.mark.parametrize("written", ["false", "False", " FALSE "])
+def test_server_side_binding_can_be_turned_off_in_the_url(monkeypatch: pytest.MonkeyPatch, written: str) -> None:
+    """Behind a pooler in transaction mode: client-side binding, so nothing is prepared."""
+    url = f"postgresql://u@db/mcpgate?server_side_binding={written.replace(' ', '%20')}"
+    assert database(monkeypatch, url)["OPTIONS"] == {"pool": POOL}
+
+
+def test_server_side_binding_that_is_not_a_boolean_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:secret@db/mcpgate?server_side_binding=maybe")
+    with pytest.raises(ImproperlyConfigured) as raised:
+        envdatabase("DATABASE_URL", sqlite_path=SQLITE)
+    assert str(raised.value) == "DATABASE_URL: server_side_binding must be true or false"
 
 
 def test_the_connection_age_setting_applies_to_urls_without_the_pool(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -179,7 +199,7 @@ def test_the_connection_age_setting_applies_to_urls_without_the_pool(monkeypatch
     monkeypatch.setenv("MCPGATE_DB_CONN_MAX_AGE", "30")
     monkeypatch.setenv("MCPGATE_DB_POOL_SIZE", "0")
     config = envdatabase("DATABASE_URL", sqlite_path=SQLITE)
-    assert (config["CONN_MAX_AGE"], config["OPTIONS"]) == (30, {})
+    assert (config["CONN_MAX_AGE"], config["OPTIONS"]) == (30, PREPARED)
 
 
 def test_the_pool_size_bounds_the_pool(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -262,7 +262,12 @@ def test_database_url_parsed_including_socket_directory_and_escapes() -> None:
         "PASSWORD": "p@ss",
         "HOST": "/run/postgresql",
         "PORT": "5433",
-        "OPTIONS": {"sslmode": "require", "pool": {"min_size": 1, "max_size": 8, "timeout": 2}},
+        "OPTIONS": {
+            "sslmode": "require",
+            "server_side_binding": True,
+            "prepare_threshold": 5,
+            "pool": {"min_size": 1, "max_size": 8, "timeout": 2, "reconnect_timeout": 2},
+        },
     }
 
 
