@@ -287,9 +287,21 @@ def client_set_disabled(*, client: Client, disabled: bool, operator: Any) -> boo
     return bool(changed)
 
 
+# How stale a client's "last used" may be. Every token request runs this inside the transaction that
+# issues the tokens, and the UPDATE holds the client's row lock until commit: for a client many
+# people share (claude.ai's one CIMD client_id) every token request would queue on that one row.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
 def client_mark_used(*, client: Client | None) -> None:
-    if client is not None:
-        Client.objects.filter(pk=client.pk).update(last_used_at=timezone.now())
+    """Note that ``client`` got tokens now, to the minute (``LAST_USED_RESOLUTION``)."""
+    if client is None:
+        return
+    now = timezone.now()
+    if client.last_used_at is not None and now - client.last_used_at < LAST_USED_RESOLUTION:
+        return
+    Client.objects.filter(pk=client.pk).update(last_used_at=now)
+    client.last_used_at = now
 
 
 def clients_purge_unused(*, older_than: timedelta) -> int:

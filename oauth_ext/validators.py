@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import uuid
-from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.hashers import check_password, identify_hasher, make_password
@@ -45,8 +45,6 @@ def host_of(request: OAuthlibRequest) -> Host:
         raise errors.InvalidRequestError(description="Unknown host.", request=request)
     return host
 
-
-T = TypeVar("T")
 
 # RFC 9562 §5.5 name space of the token families of authorization codes (see code_token_family).
 CODE_FAMILY_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:mcpgate:authorization-code")
@@ -201,19 +199,34 @@ class MCPGateValidator(OAuth2Validator):
     ) -> bool:
         """RFC 6749 §4.1.3, and a disabled person gets no tokens (nor, below, from a refresh token).
 
+        DOT's ``validate_code`` (the grant is this client's and unexpired; its scopes, person,
+        nonce and claims go on the request), with the grant and its person read in one SELECT
+        that the rest of the token request reuses: oauthlib then asks for the PKCE challenge and
+        method (RFC 7636 §4.6) and to confirm the redirect URI (§4.1.3), for which DOT reads the
+        grant again each time, and its person once more: five SELECTs became one.
+
         A code that is no longer valid may be one that was redeemed: then it is being used a
         second time, and the tokens issued for it are revoked (``_revoke_code_family``).
+        Redemption itself is decided under the grant's row lock (``_redeem_code``).
         """
-        if super().validate_code(client_id, code, client, request, *args, **kwargs):
-            return bool(request.user.is_active)
-        self._revoke_code_family(code, request)
-        return False
+        grant = get_grant_model().objects.select_related("user").filter(code=code, application=client).first()
+        request.mcpgate_grant = grant
+        if grant is None or grant.is_expired():
+            self._revoke_code_family(code, request)
+            return False
+        request.scopes = grant.scope.split(" ")
+        request.user = grant.user
+        if grant.nonce:
+            request.nonce = grant.nonce
+        if grant.claims:
+            request.claims = json.loads(grant.claims)
+        return bool(request.user.is_active)
 
     def get_code_challenge(self, code: str, request: OAuthlibRequest) -> str | None:
-        return self._read_grant(code, request, super().get_code_challenge, code, request)
+        return self._validated_grant(code, request).code_challenge or None
 
     def get_code_challenge_method(self, code: str, request: OAuthlibRequest) -> str | None:
-        return self._read_grant(code, request, super().get_code_challenge_method, code, request)
+        return self._validated_grant(code, request).code_challenge_method or None
 
     def confirm_redirect_uri(
         self,
@@ -225,21 +238,15 @@ class MCPGateValidator(OAuth2Validator):
         *args: Any,
         **kwargs: Any,
     ) -> bool:
-        read = super().confirm_redirect_uri
-        return bool(self._read_grant(code, request, read, client_id, code, redirect_uri, client, request, *args))
+        return bool(self._validated_grant(code, request).redirect_uri_allowed(redirect_uri))
 
-    def _read_grant(self, code: str, request: OAuthlibRequest, read: Callable[..., T], *args: Any) -> T:
-        """One of DOT's reads of the grant after ``validate_code``; a grant gone since is a spent code.
-
-        oauthlib reads the grant again for PKCE and the redirect URI check, and DOT's reads
-        raise ``Grant.DoesNotExist`` when a concurrent request redeemed the code in between:
-        a 500 (issue 8, finding 8). It is the same ``invalid_grant`` as any spent code.
-        """
-        try:
-            return read(*args)
-        except get_grant_model().DoesNotExist:
-            self._revoke_code_family(code, request)
-            raise errors.InvalidGrantError(request=request) from None
+    @staticmethod
+    def _validated_grant(code: str, request: OAuthlibRequest) -> Any:
+        """The grant ``validate_code`` read for this request (oauthlib asks for these only after it passed)."""
+        grant = getattr(request, "mcpgate_grant", None)
+        if grant is None or grant.code != code:
+            raise errors.InvalidGrantError(request=request)
+        return grant
 
     def invalidate_authorization_code(
         self, client_id: str, code: str, request: OAuthlibRequest, *args: Any, **kwargs: Any
@@ -316,13 +323,14 @@ class MCPGateValidator(OAuth2Validator):
         transaction's write lock (``transaction_mode`` IMMEDIATE) does the same.
         """
         with transaction.atomic():
-            list(
+            rows = list(
                 get_refresh_token_model()
                 .objects.select_for_update()
                 .filter(token_checksum=checksum(refresh_token))
-                .values("pk")
+                .values_list("revoked", flat=True)
             )
-            rt = self._rotated_within_grace(refresh_token)
+            # Only a rotated-out (revoked) row can have a grace sibling: a live token skips the check.
+            rt = self._rotated_within_grace(refresh_token) if any(r is not None for r in rows) else None
             if rt is not None:
                 request.user = rt.user
                 request.refresh_token = refresh_token
