@@ -24,6 +24,7 @@ Each figure is the median of ``--runs`` (3) runs of ``--seconds`` (3) each; see 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -55,6 +56,7 @@ CLIENTS = 1000
 LIVE_TOKENS = 10000
 PEOPLE = 1000
 EMAIL = "alice@example.com"
+BARE_WORKERS = {1: "bare ASGI JSON response, 1 worker", 2: "bare ASGI JSON response, 2 workers"}
 
 
 def mcp_target(method: str, version: str, url: str) -> Target:
@@ -208,8 +210,38 @@ def main() -> None:
         oauth = oauth_targets(base)
         if "oauth" in cases:
             mcp_plan += [(t, c) for t in oauth for c in FEED_PER_SECOND]
+        # The SDK peer is served beside mcpgate (its own port; tokens are checked against its own base) and
+        # measured in the same interleaved rounds, so that drift on the machine touches both alike: measured
+        # one after the other, the ratio moved with the machine's speed between the two.
+        peer_base = f"http://127.0.0.1:{free_port()}"
+        peer_call = mcp_target("tools/call", "2025-06-18", peer_base + "/mcp")
+        peer_target = Target(
+            f"SDK peer {peer_call.label}",
+            peer_call.url,
+            peer_call.body,
+            headers=peer_call.headers,
+            expect=peer_call.expect,
+            reject=peer_call.reject,
+        )
+        if "peer" in cases:
+            mcp_plan += [(peer_target, c) for c in CONNECTIONS]
         if mcp_plan:
-            mcpgate = run("mcpgate, one worker", mcpgate_cmd, env, base + "/healthz", mcp_plan)
+            with contextlib.ExitStack() as beside:
+                if "peer" in cases:
+                    peer_cmd = [
+                        str(VENV_BIN / "gunicorn"),
+                        "--bind",
+                        peer_base.removeprefix("http://"),
+                        "--log-level",
+                        "warning",
+                        "-w",
+                        "1",
+                        *asgi,
+                        "bench.sdk_server:app",
+                    ]
+                    peer_env = {**env, "BENCH_BASE": peer_base, "BENCH_TOKEN": TOKEN}
+                    beside.enter_context(serving(peer_cmd, peer_env, peer_base + "/mcp"))
+                mcpgate = run("mcpgate, one worker", mcpgate_cmd, env, base + "/healthz", mcp_plan)
         if "limits" in cases:
             sections.append(
                 Section(
@@ -243,22 +275,7 @@ def main() -> None:
             )
         if "peer" in cases:
             call = mcp_target("tools/call", "2025-06-18", base + "/mcp")
-            peer_target = Target(
-                f"SDK peer {call.label}",
-                call.url,
-                call.body,
-                headers=call.headers,
-                expect=call.expect,
-                reject=call.reject,
-            )
-            peer_env = {**env, "BENCH_BASE": base, "BENCH_TOKEN": TOKEN}
-            peer = run(
-                "SDK peer",
-                [*gunicorn, "-w", "1", *asgi, "bench.sdk_server:app"],
-                peer_env,
-                base + "/mcp",
-                [(peer_target, c) for c in CONNECTIONS],
-            )
+            peer = {k: v for k, v in mcpgate.items() if k[0] == peer_target.label}
             rows = [("SDK MCPServer tools/call 2025-06-18", (peer_target.label, c)) for c in CONNECTIONS]
             if "mcp" in cases:  # side by side with mcpgate's figures from the runs above
                 rows += [("mcpgate tools/call 2025-06-18", (call.label, c)) for c in CONNECTIONS]
@@ -270,7 +287,8 @@ def main() -> None:
                     "bench/sdk_server.py: the SDK's `MCPServer` with `token_verifier` and `AuthSettings` (a static "
                     "verifier, no database, no audit), one `whoami` tool, stateless JSON responses; the same "
                     "server settings (gunicorn, one uvicorn worker) and the same request as mcpgate's tools/call "
-                    "2025-06-18, whose figures are repeated here from the table above.",
+                    "2025-06-18, whose figures are repeated here from the table above. Both servers are up "
+                    "together and measured in the same interleaved rounds (one idles while the other is measured).",
                     rows,
                     peer,
                 )
@@ -294,6 +312,12 @@ def main() -> None:
             call = mcp_target("tools/call", "2025-06-18", base + "/mcp")
             scale: Results = {}
             rows = []
+            # The machine's own ceiling for the same question: the bare ASGI app at one and two workers.
+            for workers in (1, 2):
+                bare_target = Target(BARE_WORKERS[workers], base + "/", method="GET", expect='"ok"')
+                cmd = [*gunicorn, "-w", str(workers), *asgi, "bench.asgi_hello:app"]
+                scale.update(run(f"bare ASGI, {workers} workers", cmd, env, base + "/", [(bare_target, 16)]))
+                rows.append((bare_target.label, (bare_target.label, 16)))
             for workers in (1, 2, 4):
                 worker_target = Target(
                     f"tools/call, {workers} worker{'s' * (workers > 1)}",
@@ -346,7 +370,8 @@ def main() -> None:
                     "Scale: tools/call at 1, 2 and 4 workers",
                     "tools/call `whoami` (2025-06-18) with gunicorn `-w 1`, `-w 2` and `-w 4`, on the seeded "
                     f"database ({CLIENTS:,} extra clients, {PEOPLE:,} extra people, {LIVE_TOKENS:,} extra live tokens). wrk, PostgreSQL and "
-                    "the workers share the machine's cores.",
+                    "the workers share the machine's cores. First, for reference, the bare ASGI app (the limits "
+                    "case's) at one and two workers: how far a second worker can go on this machine at all.",
                     rows,
                     scale,
                     [
@@ -494,10 +519,12 @@ def target_lines(sections: list[Section]) -> list[str]:
     if scale:
         one, two = scale.sample(("tools/call, 1 worker", 16)), scale.sample(("tools/call, 2 workers", 16))
         ratio = two.rps / one.rps
+        bare = scale.sample((BARE_WORKERS[2], 16)).rps / scale.sample((BARE_WORKERS[1], 16)).rps
         lines += [
             f"2 workers vs 1: ratio {ratio:.2f}",
             f"- 2 workers ≥ 1.8 x one worker at 16 connections: {verdict(ratio >= 1.8)} "
             f"({two.rps:.0f} vs {one.rps:.0f} req/s; {os.cpu_count()} cores)",
+            f"- this machine's ceiling, the bare ASGI app with 2 workers vs 1 under the same wrk: ratio {bare:.2f}",
             "",
         ]
     return lines or ["(no target's cases were run)"]
