@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import shlex
@@ -215,14 +216,7 @@ def main() -> None:
         # one after the other, the ratio moved with the machine's speed between the two.
         peer_base = f"http://127.0.0.1:{free_port()}"
         peer_call = mcp_target("tools/call", "2025-06-18", peer_base + "/mcp")
-        peer_target = Target(
-            f"SDK peer {peer_call.label}",
-            peer_call.url,
-            peer_call.body,
-            headers=peer_call.headers,
-            expect=peer_call.expect,
-            reject=peer_call.reject,
-        )
+        peer_target = dataclasses.replace(peer_call, label=f"SDK peer {peer_call.label}")
         if "peer" in cases:
             mcp_plan += [(peer_target, c) for c in CONNECTIONS]
         if mcp_plan:
@@ -319,14 +313,7 @@ def main() -> None:
                 scale.update(run(f"bare ASGI, {workers} workers", cmd, env, base + "/", [(bare_target, 16)]))
                 rows.append((bare_target.label, (bare_target.label, 16)))
             for workers in (1, 2, 4):
-                worker_target = Target(
-                    f"tools/call, {workers} worker{'s' * (workers > 1)}",
-                    call.url,
-                    call.body,
-                    headers=call.headers,
-                    expect=call.expect,
-                    reject=call.reject,
-                )
+                worker_target = dataclasses.replace(call, label=f"tools/call, {workers} worker{'s' * (workers > 1)}")
                 cmd = [*gunicorn, "-w", str(workers), *asgi, "mcpgate.asgi:application"]
                 plan = [(worker_target, 16), (worker_target, 64)]
                 scale.update(run(f"mcpgate, {workers} workers", cmd, env, base + "/healthz", plan))
