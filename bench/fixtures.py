@@ -38,6 +38,21 @@ from oauth_ext.models import Client, User
 
 BATCH = 2000
 
+
+def _public_client(client_id: str, name: str) -> Client:
+    """A public client as a native app registers it (PKCE, no secret), not yet saved."""
+    return Client(
+        client_id=client_id,
+        name=name,
+        client_type=Client.CLIENT_PUBLIC,
+        authorization_grant_type=Client.GRANT_AUTHORIZATION_CODE,
+        redirect_uris=REDIRECT_URI,
+        client_secret="",
+        hash_client_secret=False,
+        token_endpoint_auth_method=Client.AuthMethod.NONE,
+    )
+
+
 AccessToken = get_access_token_model()
 RefreshToken = get_refresh_token_model()
 Grant = get_grant_model()
@@ -56,16 +71,8 @@ def _access_token(user: Any, client: Any, raw: str, *, days: float = 1) -> Any:
 
 
 def _clients() -> tuple[Any, Any, Any]:
-    public = Client.objects.create(
-        client_id=PUBLIC_ID,
-        name="bench",
-        client_type=Client.CLIENT_PUBLIC,
-        authorization_grant_type=Client.GRANT_AUTHORIZATION_CODE,
-        redirect_uris=REDIRECT_URI,
-        client_secret="",
-        hash_client_secret=False,
-        token_endpoint_auth_method=Client.AuthMethod.NONE,
-    )
+    public = _public_client(PUBLIC_ID, "bench")
+    public.save()
     confidential = Client.objects.create(  # the secret is hashed on save (CLIENT_SECRET_HASHER)
         client_id=CONFIDENTIAL_ID,
         name="bench confidential",
@@ -86,19 +93,7 @@ def _population(clients: int, live_tokens: int, people: int) -> None:
     users = User.objects.bulk_create(
         User(username=f"person{i}@example.com", email=f"person{i}@example.com") for i in range(people)
     )
-    made = Client.objects.bulk_create(
-        Client(
-            client_id=f"bench-extra-{i}",
-            name=f"extra {i}",
-            client_type=Client.CLIENT_PUBLIC,
-            authorization_grant_type=Client.GRANT_AUTHORIZATION_CODE,
-            redirect_uris=REDIRECT_URI,
-            client_secret="",
-            hash_client_secret=False,
-            token_endpoint_auth_method=Client.AuthMethod.NONE,
-        )
-        for i in range(clients)
-    )
+    made = Client.objects.bulk_create(_public_client(f"bench-extra-{i}", f"extra {i}") for i in range(clients))
     if made and users:
         AccessToken.objects.bulk_create(
             (
