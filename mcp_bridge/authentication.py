@@ -55,14 +55,26 @@ class MCPBearerAuthentication(OAuth2ProtectedResourceAuthentication):
 
     def authenticate(self, request: Any) -> tuple[Any, Any] | None:
         """``request``: DRF's, or the plain HttpRequest at /mcp (whose body belongs to the SDK)."""
+        checksum = self.presented(request)
+        if checksum is None:
+            return None  # not a bearer token: not this class's scheme
+        return self.verify(request, tokens.load_access_token(checksum))
+
+    def presented(self, request: Any) -> str | None:
+        """The checksum of the bearer token the request presents (DOT's ``token_checksum``), to look up;
+        None when it presents none. A malformed one fails (``AuthenticationFailed``)."""
         request.oauth2_error = {"scope": BASIC_SCOPE}
         authorization = request.META.get("HTTP_AUTHORIZATION", "")
         if authorization[:7].lower() != "bearer ":
-            return None  # not a bearer token: not this class's scheme
+            return None
         parts = authorization.split()
         if len(parts) != 2 or ("access_token" in request.GET and self._token_in_query_refused()):
             self._fail(request, INVALID)
-        token = tokens.load_access_token(hashlib.sha256(parts[1].encode("utf-8")).hexdigest())
+        return hashlib.sha256(parts[1].encode("utf-8")).hexdigest()
+
+    def verify(self, request: Any, token: Any) -> tuple[Any, Any]:
+        """The checks above on the token ``presented`` found (None: none was), no database work:
+        (user, token), or ``AuthenticationFailed``."""
         if token is None:
             self._fail(request, INVALID)
         if token.is_expired():

@@ -4,10 +4,12 @@ Everything protocol-shaped (JSON-RPC parsing, lifecycle, versions 2025-03-26 …
 notifications) is the ``mcp`` SDK's ``StreamableHTTPSessionManager``. This module only decides
 whether a request may reach it, in two steps:
 
-1. ``admit``, in one worker-thread hop and before a byte of the body is read: the same Django
-   middleware the rest of the site uses, the Origin, the DRF authentication class, the per-token
-   rate limit and the method. A request without a valid token gets its 401 challenge without the
-   server reading (or waiting for) up to ``MAX_BODY`` of body.
+1. ``admit``, before a byte of the body is read: the same Django middleware the rest of the site
+   uses, the Origin, the DRF authentication class's checks, the per-token rate limit and the
+   method. A request without a valid token gets its 401 challenge without the server reading (or
+   waiting for) up to ``MAX_BODY`` of body. On PostgreSQL all of it runs on the event loop, the
+   token looked up on asynchronous connections (``admit_on_loop``, ``mcpgate.asyncdb``); elsewhere
+   in one worker-thread hop (``admit``).
 2. ``Message.refusal``, on the body (no database): what a stateless server does not offer
    (batches) and a message that is not JSON-RPC at all, which the SDK would refuse with its
    validator's text; then the scopes the called tool needs.
@@ -39,7 +41,8 @@ from audit.models import AuditKind
 from audit.services import audit_record
 from gateway.link import Link
 from gateway.runtime import hub
-from mcpgate import errors, ratelimit
+from mcpgate import asyncdb, errors, ratelimit
+from mcpgate.asyncdb import AsyncDatabase
 from mcpgate.errors import TRANSIENT_DATABASE_ERRORS, jsonrpc_refusal
 from mcpgate.hosts import host_for_request
 from mcpgate.middleware import HostMiddleware, TrustedProxyMiddleware
@@ -47,6 +50,7 @@ from mcpgate.observability import metrics, tracing
 from mcpgate.threads import in_worker_thread
 from oauth_ext.scopes import BASIC_SCOPE
 
+from . import tokens
 from .authentication import MCPBearerAuthentication
 from .context import ToolContext
 from .fastpath import FastPath
@@ -87,113 +91,166 @@ class Admission:
     context: ToolContext | None
     refusal: HttpResponse | None
     request: HttpRequest | None = None
+    # A refusal to record in the audit trail (``audit_record``'s keywords): the first of a window.
+    audit: dict[str, Any] | None = None
 
 
 class _Gate:
-    """The innermost "view" of the admission chain (after TrustedProxy and Host middleware)."""
+    """The innermost "view" of the admission chain (after TrustedProxy and Host middleware): the Origin,
+    and the bearer token presented, to be looked up (no database here)."""
 
     def __init__(self) -> None:
-        self.context: ToolContext | None = None
+        self.authenticator = MCPBearerAuthentication()
+        self.checksum: str | None = None
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if not origin_allowed(request.META.get("HTTP_ORIGIN")):
             return jsonrpc_refusal(403, INVALID_REQUEST, "Origin not allowed")
-        authenticator = MCPBearerAuthentication()
         # The class is DRF's, but works on the plain HttpRequest too: no DRF body parsing here,
         # the body belongs to the SDK (a malformed one must get its -32700, not a DRF error).
         try:
-            result = authenticator.authenticate(request)
+            self.checksum = self.authenticator.presented(request)
         except AuthenticationFailed:
-            result = None
-        if result is None:
-            return self._unauthorized(authenticator, request)
-        user, token = result
-        context = ToolContext(
-            user=user,
-            client=token.application,
-            scopes=frozenset(token.scope.split()),
-            groups=frozenset(user.proxy_groups or ()),
-            token_expires=token.expires,
-            host=host_for_request(request),
-            token_id=token.pk,
-            client_ip=getattr(request, "mcpgate_client_ip", None),
-        )
-        refusal = self._rate_limited(request, context) or self._refuse_method(request)
-        if refusal is not None:
-            return refusal
-        self.context = context
+            self.checksum = None
+        if self.checksum is None:
+            return _unauthorized(self.authenticator, request)
         return HttpResponse(status=204)
 
-    @staticmethod
-    def _rate_limited(request: HttpRequest, context: ToolContext) -> HttpResponse | None:
-        """MCPGATE_RATE_LIMIT_MCP per access token: 429 with Retry-After (RFC 6585 §4).
 
-        Counted only once the token is known to be valid, so nobody can spend another's budget,
-        and before the body is read. The first refusal of a window is audited.
-        """
-        verdict = ratelimit.hit(ratelimit.MCP, str(context.token_id), request)
-        if verdict is None or not verdict.refused:
-            return None
-        detail = ratelimit.note_refusal(ratelimit.MCP)
-        if verdict.first_refusal:
-            audit_record(
-                event=AuditKind.RATE_LIMITED,
-                user=context.user,
-                client=context.client,
-                host=context.host.name,
-                ip=context.client_ip,
-                detail=detail,
-            )
-        response = jsonrpc_refusal(429, RATE_LIMITED, ratelimit.refusal_message(ratelimit.MCP, verdict))
-        response["Retry-After"] = str(verdict.retry_after)
-        return response
+def _presented(scope: Scope) -> tuple[_Gate, HttpRequest, HttpResponse]:
+    """Admission up to the token lookup: proxy/host middleware as for Django views, then the gate."""
+    gate = _Gate()
+    request = ASGIRequest(scope, io.BytesIO(b""))
+    response = TrustedProxyMiddleware(HostMiddleware(gate))(request)
+    return gate, request, response
 
-    @staticmethod
-    def _refuse_method(request: HttpRequest) -> HttpResponse | None:
-        """GET opens the standalone SSE stream and DELETE ends a session (transports,
-        "Listening for Messages from the Server" and "Session Management", 2025-03-26 to
-        2025-11-25); a stateless server has neither, so both get 405, as every other method but
-        POST, with ``Allow`` (RFC 9110 §15.5.6). 2026-07-28 says the same (H1, H7). Left to the
-        SDK, a stateless GET opens a stream that never carries anything.
-        """
-        if request.method == "POST":
-            return None
-        response = jsonrpc_refusal(405, INVALID_REQUEST, "Method not allowed: POST one JSON-RPC message")
-        response["Allow"] = "POST"
-        return response
 
-    @staticmethod
-    def _unauthorized(authenticator: MCPBearerAuthentication, request: HttpRequest) -> HttpResponse:
-        """401 with the challenge (D3, R4); the body repeats the error in RFC 6750 shape."""
-        error = dict(getattr(request, "oauth2_error", None) or {})
-        body = {
-            "error": error.get("error", "invalid_request"),
-            "error_description": error.get("error_description", "A bearer token is required."),
+def _decided(gate: _Gate, request: HttpRequest, token: Any) -> Admission:
+    """Admission after the token lookup (``token``: what it found, or None): the token's checks, the
+    per-token rate limit and the method. No database work; the rate limit counts in the cache."""
+    try:
+        user, token = gate.authenticator.verify(request, token)
+    except AuthenticationFailed:
+        return Admission(None, _unauthorized(gate.authenticator, request))
+    context = ToolContext(
+        user=user,
+        client=token.application,
+        scopes=frozenset(token.scope.split()),
+        groups=frozenset(user.proxy_groups or ()),
+        token_expires=token.expires,
+        host=host_for_request(request),
+        token_id=token.pk,
+        client_ip=getattr(request, "mcpgate_client_ip", None),
+    )
+    limited = _rate_limited(request, context)
+    if limited is not None:
+        return limited
+    refusal = _refuse_method(request)
+    if refusal is not None:
+        return Admission(None, refusal)
+    return Admission(context, None, request)
+
+
+def _rate_limited(request: HttpRequest, context: ToolContext) -> Admission | None:
+    """MCPGATE_RATE_LIMIT_MCP per access token: 429 with Retry-After (RFC 6585 §4).
+
+    Counted only once the token is known to be valid, so nobody can spend another's budget,
+    and before the body is read. The first refusal of a window is audited.
+    """
+    verdict = ratelimit.hit(ratelimit.MCP, str(context.token_id), request)
+    if verdict is None or not verdict.refused:
+        return None
+    detail = ratelimit.note_refusal(ratelimit.MCP)
+    audit = None
+    if verdict.first_refusal:
+        audit = {
+            "event": AuditKind.RATE_LIMITED,
+            "user": context.user,
+            "client": context.client,
+            "host": context.host.name,
+            "ip": context.client_ip,
+            "detail": detail,
         }
-        return errors.refusal(
-            MCP_PATH,
-            status=401,
-            error=body["error"],
-            description=body["error_description"],
-            headers={"WWW-Authenticate": authenticator.authenticate_header(request)},
-        )
+    response = jsonrpc_refusal(429, RATE_LIMITED, ratelimit.refusal_message(ratelimit.MCP, verdict))
+    response["Retry-After"] = str(verdict.retry_after)
+    return Admission(None, response, audit=audit)
+
+
+def _refuse_method(request: HttpRequest) -> HttpResponse | None:
+    """GET opens the standalone SSE stream and DELETE ends a session (transports,
+    "Listening for Messages from the Server" and "Session Management", 2025-03-26 to
+    2025-11-25); a stateless server has neither, so both get 405, as every other method but
+    POST, with ``Allow`` (RFC 9110 §15.5.6). 2026-07-28 says the same (H1, H7). Left to the
+    SDK, a stateless GET opens a stream that never carries anything.
+    """
+    if request.method == "POST":
+        return None
+    response = jsonrpc_refusal(405, INVALID_REQUEST, "Method not allowed: POST one JSON-RPC message")
+    response["Allow"] = "POST"
+    return response
+
+
+def _unauthorized(authenticator: MCPBearerAuthentication, request: HttpRequest) -> HttpResponse:
+    """401 with the challenge (D3, R4); the body repeats the error in RFC 6750 shape."""
+    error = dict(getattr(request, "oauth2_error", None) or {})
+    body = {
+        "error": error.get("error", "invalid_request"),
+        "error_description": error.get("error_description", "A bearer token is required."),
+    }
+    return errors.refusal(
+        MCP_PATH,
+        status=401,
+        error=body["error"],
+        description=body["error_description"],
+        headers={"WWW-Authenticate": authenticator.authenticate_header(request)},
+    )
 
 
 def admit(scope: Scope) -> Admission:
-    """Run in a worker thread (``in_worker_thread``), before the body is read: proxy/host middleware as for
-    Django views, then the gate."""
-    gate = _Gate()
+    """Admission in a worker thread (``in_worker_thread``), before the body is read: the token looked up
+    on the thread's Django connection. The route on SQLite, and without the application's lifespan."""
     try:
         with tracing.span("mcp admission"), tracing.database_spans():
-            request = ASGIRequest(scope, io.BytesIO(b""))
-            response = TrustedProxyMiddleware(HostMiddleware(gate))(request)
+            gate, request, response = _presented(scope)
+            if gate.checksum is None:
+                return Admission(None, response)
+            admission = _decided(gate, request, tokens.load_access_token(gate.checksum))
+            if admission.audit is not None:
+                audit_record(**admission.audit)
     except TRANSIENT_DATABASE_ERRORS as exc:
         log_database_unavailable(exc, "admitting a /mcp request")
         close_old_connections()  # drop this thread's broken connection; the next request reconnects
         return Admission(None, errors.unavailable(MCP_PATH))
-    if gate.context is None:
-        return Admission(None, response)
-    return Admission(gate.context, None, request)
+    return admission
+
+
+async def admit_on_loop(scope: Scope, database: AsyncDatabase) -> Admission:
+    """``admit`` without the worker thread, on PostgreSQL: the same steps on the event loop, the token
+    looked up on ``database``'s asynchronous connections (``mcpgate.asyncdb``).
+
+    The rate limit counts on the loop when that is a local file write (``ratelimit.counts_on_this_host``),
+    else in a worker thread; so is a refusal's audit row written (the ORM).
+    """
+    with tracing.span("mcp admission"):
+        gate, request, response = _presented(scope)
+        if gate.checksum is None:
+            return Admission(None, response)
+        try:
+            token = await tokens.aload_access_token(gate.checksum, database=database)
+        except TRANSIENT_DATABASE_ERRORS as exc:
+            log_database_unavailable(exc, "admitting a /mcp request")
+            return Admission(None, errors.unavailable(MCP_PATH))
+        if ratelimit.counts_on_this_host():
+            admission = _decided(gate, request, token)
+        else:
+            admission = await in_worker_thread(_decided)(gate, request, token)
+        if admission.audit is not None:
+            try:
+                await in_worker_thread(audit_record)(**admission.audit)
+            except TRANSIENT_DATABASE_ERRORS as exc:
+                log_database_unavailable(exc, "auditing a rate-limited /mcp request")
+                return Admission(None, errors.unavailable(MCP_PATH))
+    return admission
 
 
 class RequestMessage:
@@ -358,15 +415,26 @@ class MCPEndpoint:
         self.manager = build_session_manager(self.server)
         # Off only to compare the two paths (tests/mcp_bridge/test_fastpath.py).
         self.fast_path = FastPath(self.server, self.manager.security_settings) if fast_path else None
+        # PostgreSQL's asynchronous connections for admission, while the lifespan runs (mcpgate.asyncdb).
+        self.database: AsyncDatabase | None = None
 
     @contextlib.asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
-        """The SDK's task group, the server's lifespan state for the fast path, and this worker's
-        upstream connections (gateway.runtime)."""
-        async with self.manager.run(), self.server.lifespan(self.server) as state, hub.running():
+        """The SDK's task group, the server's lifespan state for the fast path, this worker's upstream
+        connections (gateway.runtime) and, on PostgreSQL, its asynchronous connections (mcpgate.asyncdb)."""
+        async with (
+            self.manager.run(),
+            self.server.lifespan(self.server) as state,
+            hub.running(),
+            asyncdb.serving(tokens.token_database()) as database,
+        ):
             if self.fast_path is not None:
                 self.fast_path.bind(state)
-            yield
+            self.database = database
+            try:
+                yield
+            finally:
+                self.database = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one request, observed: its status feeds the metrics, and with tracing on it is a span.
@@ -394,7 +462,10 @@ class MCPEndpoint:
         metrics.observe_mcp_status(status)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
-        admission = await in_worker_thread(admit)(scope)
+        if self.database is not None:
+            admission = await admit_on_loop(scope, self.database)
+        else:
+            admission = await in_worker_thread(admit)(scope)
         if admission.refusal is not None:
             await send_django_response(admission.refusal, send)
             return

@@ -9,7 +9,9 @@ measured by bench/run.py), so it is built once from the models' metadata and the
 back into model instances with ``Model.from_db``, exactly what the ORM would have returned
 (``select_related("user", "application")``, as DOT's lookup). On PostgreSQL the connection binds
 parameters server-side and prepares a statement it has run five times (``mcpgate.env.envdatabase``),
-so the three-table join is planned once per connection, not on every call.
+so the three-table join is planned once per connection, not on every call. There /mcp admission
+sends it from the event loop (``aload_access_token`` on ``mcpgate.asyncdb``'s connections, set up
+like Django's), not from a worker thread; the rows are turned into models the same way.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from typing import Any
 from django.core.signals import setting_changed
 from django.db import connections, models, router
 from oauth2_provider.models import get_access_token_model
+
+from mcpgate.asyncdb import AsyncDatabase
 
 
 def _columns(model: type[models.Model], alias: str, quote: Any) -> tuple[list[str], list[str]]:
@@ -67,7 +71,13 @@ class _TokenLookup:
         connection = connections[self.db]
         with connection.cursor() as cursor:
             cursor.execute(self.sql, [checksum])
-            row = cursor.fetchone()
+            return self.token(cursor.fetchone())
+
+    async def aload(self, checksum: str, database: AsyncDatabase) -> Any:
+        return self.token(await database.fetchone(self.sql, [checksum]))
+
+    def token(self, row: Sequence[Any] | None) -> Any:
+        """The token, user and client of one row of ``sql``, as the ORM would build them (None: no row)."""
         if row is None:
             return None
         sizes = [len(n) for n in self.names]
@@ -97,12 +107,25 @@ _lookups: dict[str, _TokenLookup] = {}
 def load_access_token(checksum: str) -> Any:
     """The access token whose SHA-256 checksum (DOT's ``token_checksum``) this is, its user and client
     loaded, or None (one query)."""
-    db = router.db_for_read(get_access_token_model())
+    return _lookup(token_database()).load(checksum)
+
+
+def token_database() -> str:
+    """The database alias access tokens are read from."""
+    return router.db_for_read(get_access_token_model())
+
+
+def _lookup(db: str) -> _TokenLookup:
     lookup = _lookups.get(db)
     if lookup is None:
         with _lock:
             lookup = _lookups.setdefault(db, _TokenLookup(db))
-    return lookup.load(checksum)
+    return lookup
+
+
+async def aload_access_token(checksum: str, *, database: AsyncDatabase) -> Any:
+    """``load_access_token`` from the event loop, on ``database``'s asynchronous connections (mcpgate.asyncdb)."""
+    return await _lookup(database.alias).aload(checksum, database)
 
 
 def lookup_sql(db: str) -> str:
@@ -117,4 +140,4 @@ def _forget(**kwargs: Any) -> None:
 
 setting_changed.connect(_forget)
 
-__all__ = ["load_access_token", "lookup_sql"]
+__all__ = ["aload_access_token", "load_access_token", "lookup_sql", "token_database"]

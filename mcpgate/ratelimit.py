@@ -31,6 +31,8 @@ from django.core.cache import caches
 from django.http import HttpRequest
 from django_ratelimit.core import get_usage
 
+from mcpgate.cache import DiskCache
+
 logger = logging.getLogger(__name__)
 
 # An IPv6 client is counted by its /64: one subscriber's allocation (RFC 6177 §2, RFC 7934 §6),
@@ -135,6 +137,13 @@ def _usage(limit: Limit, value: str, request: HttpRequest | None, *, increment: 
 def hit(limit: Limit, value: str, request: HttpRequest | None = None) -> Verdict | None:
     """Count one request against ``limit`` for the key ``value``; None when it could not be counted."""
     return _usage(limit, value, request, increment=True)
+
+
+def counts_on_this_host() -> bool:
+    """Whether counting is a write to this host's files with a bounded wait (``mcpgate.cache.DiskCache``:
+    SQLite, 10 ms at most for a lock, about 60 µs a count), cheap and bounded enough to run on the
+    event loop; not a network round trip (Redis), which must not hold up every request of a worker."""
+    return isinstance(caches[settings.RATELIMIT_USE_CACHE], DiskCache)
 
 
 def peek(limit: Limit, value: str) -> Verdict | None:

@@ -182,16 +182,22 @@ def set_http_status(current: trace.Span, status: int) -> None:
 # ---------------------------------------------------------------------------
 # Database work: one CLIENT span per query, through Django's execute_wrapper hook.
 # ---------------------------------------------------------------------------
-def _query_span(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
-    connection = context["connection"]
+def query_span(vendor: str, sql: str) -> Any:
+    """One query as a CLIENT span (the statement with its placeholders, never the values); no-op while off."""
+    if not state.enabled:
+        return _NOTHING
     operation = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else ""
     attributes = {
-        "db.system.name": connection.vendor,
+        "db.system.name": vendor,
         "db.operation.name": operation,
         # The statement with its placeholders; the values (a token's checksum) are never recorded.
         "db.query.text": sql[:2000],
     }
-    with state.tracer.start_as_current_span(f"db {operation}", kind=SpanKind.CLIENT, attributes=attributes):
+    return state.tracer.start_as_current_span(f"db {operation}", kind=SpanKind.CLIENT, attributes=attributes)
+
+
+def _query_span(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
+    with query_span(context["connection"].vendor, sql):
         return execute(sql, params, many, context)
 
 

@@ -9,6 +9,7 @@ from tests.mcp_bridge.conftest import (  # noqa: F401  (fixtures)
     app_client,
     bob,
     bob_token,
+    loop_statements,
     make_token,
     mcp,
     site,

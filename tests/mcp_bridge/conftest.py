@@ -17,6 +17,7 @@ from django.db import connections
 from django.utils import timezone
 from oauth2_provider.models import get_access_token_model, set_token_value
 
+from mcpgate.asyncdb import AsyncDatabase
 from oauth_ext.models import Client, User
 from tests.conftest import INTERNAL_BASE, PROXY_ADDR
 from tests.personas import ALICE, BOB
@@ -82,6 +83,20 @@ def make_token(app_client: Client) -> TokenFactory:
 
 PEER = ("192.0.2.10", 40000)  # an ordinary client, no proxy in between
 PROXY_PEER = (PROXY_ADDR, 1234)  # oauth2-proxy / the load balancer (MCPGATE_TRUSTED_PROXIES)
+
+
+@pytest.fixture
+def loop_statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The SQL sent on the event loop's own connections (mcpgate.asyncdb, PostgreSQL), as it is sent."""
+    sent: list[str] = []
+    fetchone = AsyncDatabase.fetchone
+
+    async def recorded(self: AsyncDatabase, sql: str, params: Any) -> Any:
+        sent.append(sql)
+        return await fetchone(self, sql, params)
+
+    monkeypatch.setattr(AsyncDatabase, "fetchone", recorded)
+    return sent
 
 
 @pytest.fixture

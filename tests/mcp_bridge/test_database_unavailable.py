@@ -21,6 +21,7 @@ from audit import services as audit_services
 from audit.models import AuditEvent, AuditKind
 from mcp_bridge.context import ToolContext
 from mcp_bridge.registry import registry, tool
+from mcpgate.asyncdb import AsyncDatabase
 from tests.mcp_bridge.conftest import MODERN_VERSION, bearer, call, envelope, modern, rpc
 
 pytestmark = pytest.mark.anyio
@@ -38,15 +39,21 @@ def unavailable(id: int | None) -> dict[str, Any]:
 
 @pytest.fixture
 def database_down(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[bool], None]]:
-    """``down(True)``: every SQL statement from any thread fails as a lost server does; ``down(False)``: back."""
+    """``down(True)``: every SQL statement from any thread or the event loop fails as a lost server does;
+    ``down(False)``: back."""
 
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise OperationalError(REFUSED)
+
+    async def refuse_on_loop(*args: Any, **kwargs: Any) -> Any:
+        raise OperationalError(REFUSED)  # what AsyncDatabase raises for psycopg's (tests/mcpgate/test_asyncdb.py)
 
     def down(is_down: bool) -> None:
         if is_down:
             monkeypatch.setattr(CursorWrapper, "execute", refuse)
             monkeypatch.setattr(CursorWrapper, "executemany", refuse)
+            # On PostgreSQL admission's lookup runs on the event loop's own connections (mcpgate.asyncdb).
+            monkeypatch.setattr(AsyncDatabase, "fetchone", refuse_on_loop)
         else:
             monkeypatch.undo()
 

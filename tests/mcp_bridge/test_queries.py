@@ -7,17 +7,19 @@ its user and its client in one SELECT) and the tool run (the audit row in one IN
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, connections
 
 from mcp_bridge.endpoint import admit
 from mcp_bridge.registry import registry
 from mcp_bridge.server import run_tool
-from mcp_bridge.tokens import load_access_token
-from tests.mcp_bridge.conftest import PEER
+from mcp_bridge.tokens import load_access_token, lookup_sql
+from tests.mcp_bridge.conftest import PEER, bearer, call
+from tests.personas import ALICE
 
 
 def scope_for(token: str | None) -> dict[str, Any]:
@@ -91,3 +93,31 @@ def test_the_token_lookup_runs_as_a_prepared_statement_on_postgresql(alice_token
         cursor.execute("SELECT statement FROM pg_prepared_statements")
         prepared = [row[0] for row in cursor.fetchall()]
     assert [s for s in prepared if "oauth2_provider_accesstoken" in s and "token_checksum" in s], prepared
+
+
+@pytest.mark.postgresql
+@pytest.mark.anyio
+async def test_on_postgresql_admission_looks_the_token_up_from_the_event_loop_and_the_tool_call_still_costs_two(
+    mcp: Any, alice_token: str, loop_statements: list[str]
+) -> None:
+    """Through HTTP: the lookup on the loop's own connection (mcpgate.asyncdb), the audit row in the worker
+    thread (the ``site`` fixture's one executor thread, whose statements a wrapper counts)."""
+    in_thread: list[str] = []
+
+    def count(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        in_thread.append(sql)
+        return execute(sql, params, many, context)
+
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, lambda: connections["default"].execute_wrappers.append(count))
+    try:
+        r = await mcp.post("/mcp", json=call("whoami"), headers=bearer(alice_token))
+    finally:
+        await loop.run_in_executor(None, lambda: connections["default"].execute_wrappers.remove(count))
+
+    assert r.status_code == 200 and r.json()["result"]["structuredContent"]["email"] == ALICE
+    assert loop_statements == [lookup_sql("default")]
+    # The gateway's poll of the upstream list (its own, every few seconds) may share the thread meanwhile.
+    request_path = [sql for sql in in_thread if "gateway_upstream" not in sql]
+    assert len(request_path) == 1, request_path
+    assert request_path[0].startswith("INSERT INTO") and "oauth_ext_auditevent" in request_path[0]
