@@ -8,6 +8,7 @@ from django.core.signals import setting_changed
 from django.db import connections, models, router
 from django.http import HttpRequest
 
+from mcpgate.asyncdb import AsyncDatabase
 from mcpgate.ratelimit import audit_allowance
 
 from .models import AuditEvent, AuditKind
@@ -16,7 +17,7 @@ from .signals import event_recorded
 if TYPE_CHECKING:
     from oauth_ext.models import Client
 
-__all__ = ["AuditKind", "audit_record"]
+__all__ = ["AuditKind", "audit_record", "audit_record_on_loop"]
 
 
 def audit_record(
@@ -37,6 +38,48 @@ def audit_record(
     next row of that kind from that address carries the count as ``detail["suppressed"]``.
     Events with a person, or with no address (the operators' and the system's), are always written.
     """
+    record = _event(event=event, request=request, user=user, client=client, host=host, ip=ip, detail=detail)
+    if record is None:
+        return None
+    # One INSERT, compiled once: this runs on every tool call.
+    _insert_row(record)
+    event_recorded.send(sender=AuditEvent, event=record)
+    return record
+
+
+async def audit_record_on_loop(
+    *,
+    database: AsyncDatabase,
+    event: AuditKind,
+    user: Any = None,
+    client: Client | None = None,
+    host: str = "",
+    ip: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> AuditEvent | None:
+    """``audit_record`` from the event loop, its INSERT on ``database``'s asynchronous connections
+    (``mcpgate.asyncdb``: the /mcp hot path on PostgreSQL, which writes it without a worker thread)."""
+    record = _event(event=event, request=None, user=user, client=client, host=host, ip=ip, detail=detail)
+    if record is None:
+        return None
+    sql, params = _insert_statement(record)
+    row = await database.fetchone(sql, params)
+    _inserted(record, row[0] if row is not None else None)
+    event_recorded.send(sender=AuditEvent, event=record)
+    return record
+
+
+def _event(
+    *,
+    event: AuditKind,
+    request: HttpRequest | None,
+    user: Any,
+    client: Client | None,
+    host: str,
+    ip: str | None,
+    detail: dict[str, Any] | None,
+) -> AuditEvent | None:
+    """The row ``audit_record`` appends, or None when the anonymous allowance says it is only counted."""
     if not isinstance(event, AuditKind):
         # A bare string would be stored and silently drop out of every timeline and filter.
         raise TypeError(f"audit_record needs an AuditKind, not {event!r}")
@@ -56,7 +99,7 @@ def audit_record(
             return None
         if allowance.suppressed_before:
             detail["suppressed"] = allowance.suppressed_before
-    record = AuditEvent(
+    return AuditEvent(
         event=event,
         user=user,
         client=client,
@@ -66,10 +109,6 @@ def audit_record(
         ip=ip or None,
         detail=detail,
     )
-    # One INSERT, compiled once: this runs on every tool call.
-    _insert_row(record)
-    event_recorded.send(sender=AuditEvent, event=record)
-    return record
 
 
 def _insert_row(instance: models.Model) -> None:
@@ -78,6 +117,22 @@ def _insert_row(instance: models.Model) -> None:
     For append-only rows on the hot path (the audit). ``pk`` is set from RETURNING where the
     database supports it, else from the cursor.
     """
+    sql, params = _insert_statement(instance)
+    connection = connections[router.db_for_write(type(instance))]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        pk = cursor.fetchone()[0] if connection.features.can_return_columns_from_insert else cursor.lastrowid
+    _inserted(instance, pk)
+
+
+def _inserted(instance: models.Model, pk: Any) -> None:
+    instance.pk = pk
+    instance._state.adding = False
+    instance._state.db = router.db_for_write(type(instance))
+
+
+def _insert_statement(instance: models.Model) -> tuple[str, list[Any]]:
+    """The INSERT of ``instance`` (built once per model and database) and its parameters."""
     model = type(instance)
     db = router.db_for_write(model)
     key = (model, db)
@@ -96,15 +151,7 @@ def _insert_row(instance: models.Model) -> None:
             sql += f" RETURNING {quote(model._meta.pk.column)}"
         statement = _inserts.setdefault(key, (sql, fields))
     sql, fields = statement
-    params = []
-    for field in fields:
-        params.append(field.get_db_prep_save(field.pre_save(instance, add=True), connection))
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        pk = cursor.fetchone()[0] if connection.features.can_return_columns_from_insert else cursor.lastrowid
-    instance.pk = pk
-    instance._state.adding = False
-    instance._state.db = db
+    return sql, [field.get_db_prep_save(field.pre_save(instance, add=True), connection) for field in fields]
 
 
 _inserts: dict[tuple[type[models.Model], str], tuple[str, list[Any]]] = {}

@@ -58,6 +58,7 @@ from .origins import origin_allowed
 from .registry import registry
 from .server import (
     CONTEXT_KEY,
+    DATABASE_KEY,
     OUTCOME_KEY,
     Outcome,
     audit_tool_call,
@@ -492,7 +493,13 @@ class MCPEndpoint:
         headers = [(k, v) for k, v in scope["headers"] if k != b"host"]
         headers.append((b"host", context.host.netloc.encode("latin-1")))
         outcome = Outcome()
-        inner_scope = {**scope, "headers": headers, CONTEXT_KEY: context, OUTCOME_KEY: outcome}
+        inner_scope = {
+            **scope,
+            "headers": headers,
+            CONTEXT_KEY: context,
+            OUTCOME_KEY: outcome,
+            DATABASE_KEY: self.database,
+        }
         replayed = False
 
         async def replay() -> Message:

@@ -21,9 +21,10 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from audit.models import AuditKind
-from audit.services import audit_record
+from audit.services import audit_record, audit_record_on_loop
 from gateway.link import Link, UpstreamFailed
 from gateway.runtime import hub
+from mcpgate.asyncdb import AsyncDatabase
 from mcpgate.errors import MCP_UNAVAILABLE_MESSAGE, TRANSIENT_DATABASE_ERRORS
 from mcpgate.hosts import configured_hosts
 from mcpgate.observability import tracing
@@ -39,6 +40,7 @@ SERVER_NAME = "mcpgate"
 RESOURCE_NOT_FOUND = -32002  # MCP resources, "Error Handling"
 CONTEXT_KEY = "mcpgate.tool_context"
 OUTCOME_KEY = "mcpgate.outcome"
+DATABASE_KEY = "mcpgate.database"  # the endpoint's AsyncDatabase, when it has one
 
 
 @dataclass
@@ -165,14 +167,37 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.Call
     link = hub.tool(params.name, caller.groups) if tool is None else None
     if link is not None:
         return await call_upstream_tool(ctx, caller, link, params)
+    database = _loop_database(ctx)
     try:
         if tool is None or not tool.visible_to(caller):
-            await in_worker_thread(audit_unknown_tool)(caller, params.name)
+            await _audit(database, caller, params.name, outcome="unknown_tool", duration_ms=0.0, arguments=None)
             raise MCPError(types.INVALID_PARAMS, f"Unknown tool: {params.name}")
-        # The tool's own work and the audit row share one worker thread (Django ORM is sync).
-        return await in_worker_thread(run_tool)(tool, caller, dict(params.arguments or {}))
+        arguments = dict(params.arguments or {})
+        if database is None:
+            # The tool's own work and the audit row share one worker thread (Django ORM is sync).
+            return await in_worker_thread(run_tool)(tool, caller, arguments)
+        # The tool in a worker thread; its audit row from the event loop (mcpgate.asyncdb). Both are in
+        # the tool's span (the worker thread gets the loop's context).
+        with tracing.tool_span(tool.name):
+            result, outcome, duration_ms = await in_worker_thread(execute_tool)(tool, caller, arguments)
+            await _audit(database, caller, tool.name, outcome=outcome, duration_ms=duration_ms, arguments=arguments)
+        return result
     except TRANSIENT_DATABASE_ERRORS as exc:
         raise database_unavailable(ctx, exc, f"calling the tool {params.name[:128]!r}") from None
+
+
+def _loop_database(ctx: Any) -> AsyncDatabase | None:
+    """The event loop's own database connections, when the endpoint has them (PostgreSQL: mcpgate.asyncdb)."""
+    database = ctx.request.scope.get(DATABASE_KEY) if ctx.request is not None else None
+    return database if isinstance(database, AsyncDatabase) else None
+
+
+async def _audit(database: AsyncDatabase | None, caller: ToolContext, name: str, **fields: Any) -> None:
+    """The audit row of a tools/call: from the event loop on ``database``, else in a worker thread."""
+    if database is not None:
+        await audit_record_on_loop(database=database, **tool_call_event(caller, name, **fields))
+    else:
+        await in_worker_thread(audit_tool_call_in_thread)(caller, name, **fields)
 
 
 def database_unavailable(ctx: Any, exc: BaseException, doing: str) -> MCPError:
@@ -207,7 +232,8 @@ async def call_upstream_tool(
         except MCPError as exc:
             result, outcome, failure = None, "upstream_error", exc
     try:
-        await in_worker_thread(audit_upstream_call)(
+        await _audit(
+            _loop_database(ctx),
             caller,
             params.name,
             upstream=link.config.name,
@@ -221,14 +247,6 @@ async def call_upstream_tool(
         raise failure
     assert result is not None
     return result
-
-
-def audit_upstream_call(caller: ToolContext, name: str, *, upstream: str, **fields: Any) -> None:
-    try:
-        audit_tool_call(caller, name, upstream=upstream, **fields)
-    except TRANSIENT_DATABASE_ERRORS:
-        close_old_connections()
-        raise
 
 
 async def list_prompts(ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListPromptsResult:
@@ -282,11 +300,12 @@ async def complete(ctx: Any, params: types.CompleteRequestParams) -> types.Compl
         raise MCPError(types.INTERNAL_ERROR, exc.message) from None
 
 
-def audit_unknown_tool(caller: ToolContext, name: str) -> None:
+def audit_tool_call_in_thread(caller: ToolContext, name: str, **fields: Any) -> None:
+    """``audit_tool_call`` in a worker thread: a broken connection is dropped (the next call reconnects)."""
     try:
-        audit_tool_call(caller, name, outcome="unknown_tool", duration_ms=0.0, arguments=None)
+        audit_tool_call(caller, name, **fields)
     except TRANSIENT_DATABASE_ERRORS:
-        close_old_connections()  # this worker thread's broken connection; the next call reconnects
+        close_old_connections()
         raise
 
 
@@ -303,16 +322,29 @@ def run_tool(tool: Tool, caller: ToolContext, arguments: dict[str, Any]) -> type
     "Error Handling" asks), naming each offending argument (``describe_problem``). A database
     outage is raised (TRANSIENT_DATABASE_ERRORS) for ``call_tool`` to answer 503.
     """
+    with tracing.tool_span(tool.name):
+        return execute_tool(tool, caller, arguments, audited=True)[0]
+
+
+def execute_tool(
+    tool: Tool, caller: ToolContext, arguments: dict[str, Any], *, audited: bool = False
+) -> tuple[types.CallToolResult, str, float]:
+    """``run_tool``, with the audit row left to the caller unless ``audited``, and the tool's span to the
+    caller: the result, the outcome for the audit row, and how long the tool took (ms)."""
     try:
-        with tracing.tool_span(tool.name), tracing.database_spans():
-            return _run_tool(tool, caller, arguments)
+        with tracing.database_spans():
+            result, outcome, duration_ms = _execute(tool, caller, arguments)
+            if audited:
+                audit_tool_call(caller, tool.name, outcome=outcome, duration_ms=duration_ms, arguments=arguments)
+            return result, outcome, duration_ms
     except TRANSIENT_DATABASE_ERRORS:
         close_old_connections()  # this worker thread's broken connection; the next call reconnects
         raise
 
 
-def _run_tool(tool: Tool, caller: ToolContext, arguments: dict[str, Any]) -> types.CallToolResult:
-    """Run ``tool`` through the SDK's ``Tool.run`` (mcp_bridge.registry) and audit the call.
+def _execute(tool: Tool, caller: ToolContext, arguments: dict[str, Any]) -> tuple[types.CallToolResult, str, float]:
+    """Run ``tool`` through the SDK's ``Tool.run`` (mcp_bridge.registry): its result, the outcome for
+    the audit row, and how long it took (ms).
 
     Transient database errors pass through (``run_tool``'s callers answer 503); every other
     failure becomes a tool error result (``isError``), as MCP's tools spec asks for errors of
@@ -334,14 +366,7 @@ def _run_tool(tool: Tool, caller: ToolContext, arguments: dict[str, Any]) -> typ
         # A ToolError's message is written for the person: pass it on.
         result = _error_result(str(exc))
         outcome = "error"
-    audit_tool_call(
-        caller,
-        tool.name,
-        outcome=outcome,
-        duration_ms=round((time.perf_counter() - started) * 1000, 2),
-        arguments=arguments,
-    )
-    return result
+    return result, outcome, round((time.perf_counter() - started) * 1000, 2)
 
 
 def audit_tool_call(
@@ -354,19 +379,36 @@ def audit_tool_call(
     upstream: str | None = None,
 ) -> None:
     """The audit row of one tools/call (the one write on the hot path): never the argument values."""
+    audit_record(
+        **tool_call_event(
+            caller, tool, outcome=outcome, duration_ms=duration_ms, arguments=arguments, upstream=upstream
+        )
+    )
+
+
+def tool_call_event(
+    caller: ToolContext,
+    tool: str,
+    *,
+    outcome: str,
+    duration_ms: float,
+    arguments: dict[str, Any] | None,
+    upstream: str | None = None,
+) -> dict[str, Any]:
+    """``audit_record``'s keywords for one tools/call: a hash of the arguments, never their values."""
     detail: dict[str, Any] = {"tool": tool[:128], "outcome": outcome, "duration_ms": duration_ms}
     if upstream is not None:
         detail["upstream"] = upstream
     if arguments is not None:
         detail["arguments_sha256"] = arguments_digest(arguments)
-    audit_record(
-        event=AuditKind.TOOL_CALL,
-        user=caller.user,
-        client=caller.client,
-        host=caller.host.name,
-        ip=caller.client_ip,
-        detail=detail,
-    )
+    return {
+        "event": AuditKind.TOOL_CALL,
+        "user": caller.user,
+        "client": caller.client,
+        "host": caller.host.name,
+        "ip": caller.client_ip,
+        "detail": detail,
+    }
 
 
 def _error_result(message: str) -> types.CallToolResult:

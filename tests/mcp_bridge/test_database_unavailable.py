@@ -130,30 +130,39 @@ async def test_database_away_while_a_tool_runs_is_503_with_the_request_id(
     assert not await sync_to_async(AuditEvent.objects.filter(event=AuditKind.TOOL_CALL).exists)()
 
 
-async def test_database_away_for_the_audit_row_is_503(mcp, alice_token, monkeypatch, caplog) -> None:
+@pytest.fixture
+def audit_row_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audit row's INSERT fails as a lost server does, by either route: a worker thread's connection,
+    or the event loop's (mcpgate.asyncdb, PostgreSQL), where the token lookup before it still succeeds."""
+
     def refuse(instance: Any) -> None:
         raise OperationalError(REFUSED)
 
+    fetchone = AsyncDatabase.fetchone
+
+    async def refuse_inserts(self: AsyncDatabase, sql: str, params: Any) -> Any:
+        if sql.startswith("INSERT"):
+            raise OperationalError(REFUSED)
+        return await fetchone(self, sql, params)
+
     monkeypatch.setattr(audit_services, "_insert_row", refuse)
+    monkeypatch.setattr(AsyncDatabase, "fetchone", refuse_inserts)
+
+
+async def test_database_away_for_the_audit_row_is_503(mcp, alice_token, audit_row_refused, caplog) -> None:
     r = await mcp.post("/mcp", json=call("whoami", id=3), headers=bearer(alice_token))
 
     assert_503(r, id=3)
     assert_one_warning_no_traceback(caplog, "calling the tool 'whoami'")
 
 
-async def test_database_away_for_an_unknown_tools_audit_row_is_503(mcp, alice_token, monkeypatch) -> None:
-    monkeypatch.setattr(
-        audit_services, "_insert_row", lambda instance: (_ for _ in ()).throw(OperationalError(REFUSED))
-    )
+async def test_database_away_for_an_unknown_tools_audit_row_is_503(mcp, alice_token, audit_row_refused) -> None:
     r = await mcp.post("/mcp", json=call("nope", id=4), headers=bearer(alice_token))
 
     assert_503(r, id=4)
 
 
-async def test_database_away_for_a_scope_refusals_audit_row_is_503(mcp, alice_token, monkeypatch) -> None:
-    monkeypatch.setattr(
-        audit_services, "_insert_row", lambda instance: (_ for _ in ()).throw(OperationalError(REFUSED))
-    )
+async def test_database_away_for_a_scope_refusals_audit_row_is_503(mcp, alice_token, audit_row_refused) -> None:
     r = await mcp.post("/mcp", json=call("add_note", {"text": "x"}), headers=bearer(alice_token))
 
     assert_503(r, id=None)

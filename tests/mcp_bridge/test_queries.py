@@ -97,11 +97,12 @@ def test_the_token_lookup_runs_as_a_prepared_statement_on_postgresql(alice_token
 
 @pytest.mark.postgresql
 @pytest.mark.anyio
-async def test_on_postgresql_admission_looks_the_token_up_from_the_event_loop_and_the_tool_call_still_costs_two(
+async def test_on_postgresql_a_tools_call_sends_its_two_statements_from_the_event_loop(
     mcp: Any, alice_token: str, loop_statements: list[str]
 ) -> None:
-    """Through HTTP: the lookup on the loop's own connection (mcpgate.asyncdb), the audit row in the worker
-    thread (the ``site`` fixture's one executor thread, whose statements a wrapper counts)."""
+    """Through HTTP: the lookup and the audit row on the loop's own connections (mcpgate.asyncdb); the
+    worker thread that runs the tool (the ``site`` fixture's one executor thread, whose statements a
+    wrapper counts) sends none for ``whoami``."""
     in_thread: list[str] = []
 
     def count(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
@@ -116,8 +117,8 @@ async def test_on_postgresql_admission_looks_the_token_up_from_the_event_loop_an
         await loop.run_in_executor(None, lambda: connections["default"].execute_wrappers.remove(count))
 
     assert r.status_code == 200 and r.json()["result"]["structuredContent"]["email"] == ALICE
-    assert loop_statements == [lookup_sql("default")]
+    lookup, insert = loop_statements
+    assert lookup == lookup_sql("default")
+    assert insert.startswith("INSERT INTO") and "oauth_ext_auditevent" in insert
     # The gateway's poll of the upstream list (its own, every few seconds) may share the thread meanwhile.
-    request_path = [sql for sql in in_thread if "gateway_upstream" not in sql]
-    assert len(request_path) == 1, request_path
-    assert request_path[0].startswith("INSERT INTO") and "oauth_ext_auditevent" in request_path[0]
+    assert [sql for sql in in_thread if "gateway_upstream" not in sql] == []

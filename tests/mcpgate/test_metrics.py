@@ -22,6 +22,7 @@ from django.test import Client as HttpClient
 from django.test import override_settings
 from prometheus_client.parser import text_string_to_metric_families
 
+from mcpgate.asyncdb import AsyncDatabase
 from mcpgate.observability import metrics
 from tests.conftest import CLIENT_ADDR, INTERNAL, INTERNAL_BASE, LOOPBACK_REDIRECT, PROXY_ADDR, Flow, register
 from tests.mcp_bridge.conftest import bearer, call, http_client
@@ -247,7 +248,11 @@ async def test_database_errors_on_mcp_are_counted(site, mcp, alice_token, monkey
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise OperationalError("connection refused")
 
+    async def refuse_on_loop(*args: Any, **kwargs: Any) -> Any:
+        raise OperationalError("connection refused")
+
     monkeypatch.setattr(CursorWrapper, "execute", refuse)
+    monkeypatch.setattr(AsyncDatabase, "fetchone", refuse_on_loop)  # PostgreSQL: the lookup on the loop
     response = await mcp.post("/mcp", json=call("whoami"), headers=bearer(alice_token))
     monkeypatch.undo()
     after = await scrape_site(site)
