@@ -8,6 +8,7 @@ as one warning line naming the route and the key kind, never the token.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import pytest
@@ -120,3 +121,33 @@ async def test_a_broken_cache_admits_and_says_so(mcp, alice_token, monkeypatch, 
         "rate limit mcpgate.mcp.access_token not counted (ConnectionError: Error 111 connecting to redis:6379. "
         "Connection refused.); request admitted"
     )
+
+
+@pytest.mark.parametrize("on_this_host", [True, False], ids=["disk cache", "redis"])
+async def test_the_count_runs_on_the_event_loop_only_on_postgresql_and_only_when_it_is_a_local_file_write(
+    site, mcp, alice_token, monkeypatch, on_this_host
+) -> None:
+    """Redis is a network round trip, which must not hold up every request of the worker: in a worker
+    thread. On SQLite all of admission runs in one (mcp_bridge.endpoint.admit)."""
+    counted_in: list[int] = []
+    hit = ratelimit.hit
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        counted_in.append(threading.get_ident())
+        return hit(*args, **kwargs)
+
+    monkeypatch.setattr(ratelimit, "counts_on_this_host", lambda: on_this_host)
+    monkeypatch.setattr(ratelimit, "hit", recorded)
+    r = await mcp.post("/mcp", json=call("whoami"), headers=bearer(alice_token))
+
+    assert r.status_code == 200
+    on_postgresql = site.mcp_endpoint.database is not None
+    assert len(counted_in) == 1
+    assert (counted_in[0] == threading.get_ident()) is (on_postgresql and on_this_host)
+
+
+def test_counting_is_on_this_host_with_the_disk_cache_and_not_with_redis() -> None:
+    assert ratelimit.counts_on_this_host() is True
+    redis = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:1"}}
+    with override_settings(CACHES=redis):
+        assert ratelimit.counts_on_this_host() is False
