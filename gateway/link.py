@@ -38,6 +38,7 @@ from mcpgate.observability import metrics
 from .catalog import Catalog
 from .crypto import KeyMissing, SealBroken, unseal
 from .models import Transport, Upstream
+from .percall import with_call_headers
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +109,7 @@ class UpstreamConfig:
     updated_at: datetime
     headers: dict[str, str] = field(default_factory=dict, repr=False)
     env: dict[str, str] = field(default_factory=dict, repr=False)
+    identity_assertion_header: str = ""  # gateway.assertions
     problem: str = ""  # why it cannot be run (its credentials do not open)
 
     @classmethod
@@ -133,6 +135,7 @@ class UpstreamConfig:
             updated_at=upstream.updated_at,
             headers=headers,
             env=env,
+            identity_assertion_header=upstream.identity_assertion_header,
             problem=problem,
         )
 
@@ -258,7 +261,8 @@ class Link:
                 headers=dict(config.headers),
                 timeout=httpx2.Timeout(timeout, read=max(timeout, 300.0)),
             )
-            transport = streamable_http_client(config.url, http_client=http)
+            # Per-call headers (an identity assertion) go on the one request they are for (gateway.percall).
+            transport = with_call_headers(streamable_http_client(config.url, http_client=http))
         return Client(
             transport,
             mode="auto",
