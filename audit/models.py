@@ -39,6 +39,7 @@ class AuditKind(models.TextChoices):
     UPSTREAM_ADDED = "upstream_added", "upstream added"
     UPSTREAM_CHANGED = "upstream_changed", "upstream changed"
     UPSTREAM_REMOVED = "upstream_removed", "upstream removed"
+    ASSERTION_KEY_ROTATED = "assertion_key_rotated", "identity assertion key rotated"
 
 
 class AuditEvent(models.Model):

@@ -47,6 +47,13 @@ class Upstream(models.Model):
     groups = models.JSONField(default=list, blank=True, help_text="oauth2-proxy groups; empty: everyone.")
     scopes = models.JSONField(default=list, blank=True, help_text="Scopes a token needs, besides mcp.")
     timeout_seconds = models.FloatField(default=30.0)
+    # A header to send, on each request made for a person, a signed assertion of who that is (gateway.assertions).
+    identity_assertion_header = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="Streamable HTTP: the header that carries a 60-second JWT naming the person each call is for "
+        "(verify it against /.well-known/jwks.json). Empty: none is sent.",
+    )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
@@ -97,6 +104,27 @@ class UpstreamStatus(models.Model):
         if self.last_error_at is None:
             return False
         return self.last_success_at is None or self.last_error_at >= self.last_success_at
+
+
+class AssertionKey(models.Model):
+    """A key that signs identity assertions (gateway.assertions) from ``activates_at`` until ``retired_at``.
+
+    The private half is sealed (gateway.crypto). The public half is published at /.well-known/jwks.json
+    from the key's creation (before it signs, so verifiers have it by then) until a while after it retires.
+    """
+
+    kid = models.CharField(max_length=64, unique=True)
+    sealed_private_key = models.TextField(editable=False)
+    public_jwk: models.JSONField[Any, Any] = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now)
+    activates_at = models.DateTimeField(default=timezone.now)
+    retired_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-activates_at", "-pk"]
+
+    def __str__(self) -> str:
+        return self.kid
 
 
 @receiver([post_save, post_delete], sender=Upstream)

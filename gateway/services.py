@@ -23,6 +23,7 @@ from audit.services import audit_record
 from oauth_ext.models import User
 from oauth_ext.scopes import BASIC_SCOPE, all_scopes
 
+from .assertions import assertion_key_current
 from .catalog import SEPARATOR
 from .crypto import KeyMissing, seal
 from .link import UpstreamConfig, describe, probe
@@ -63,6 +64,7 @@ class Field(StrEnum):
     GROUPS = "groups"
     SCOPES = "scopes"
     TIMEOUT = "timeout"
+    IDENTITY_ASSERTION = "identity_assertion_header"
     KEYS = "keys"  # MCPGATE_UPSTREAM_KEYS: not a field, a setting
 
 
@@ -192,6 +194,43 @@ def _check_timeout(timeout: float) -> float:
     return float(timeout)
 
 
+def _check_assertion_header(header: str, *, transport: str, headers: Iterable[str]) -> str:
+    """``--identity-assertion HEADER``: a header of its own, on a Streamable HTTP upstream (gateway.assertions).
+
+    It carries the JWT as its whole value, so it is not ``Authorization`` (whose value is a scheme and
+    credentials, RFC 9110 §11.6.2), nor a header mcpgate or the operator sets already. The SDK sends
+    per-request headers on Streamable HTTP only (gateway.percall).
+    """
+    header = header.strip()
+    if not header:
+        return ""
+    option = f"--identity-assertion {header[:60]}"
+    if not _HEADER_NAME.match(header) or len(header) > 100:
+        raise UpstreamInvalid(f"{option}: not a header name (RFC 9110 token characters)", Field.IDENTITY_ASSERTION)
+    if transport != Transport.STREAMABLE_HTTP:
+        raise UpstreamInvalid(
+            f"{option}: applies to Streamable HTTP upstreams (--url without --sse)", Field.IDENTITY_ASSERTION
+        )
+    lowered = header.lower()
+    if lowered in _RESERVED_HEADERS or lowered in ("authorization", "cookie"):
+        raise UpstreamInvalid(
+            f"{option}: mcpgate or HTTP gives that header its own meaning; name one of your own, "
+            "e.g. X-Mcpgate-Identity",
+            Field.IDENTITY_ASSERTION,
+        )
+    if lowered in {name.lower() for name in headers}:
+        raise UpstreamInvalid(f"{option}: already configured with --header", Field.IDENTITY_ASSERTION)
+    return header
+
+
+def _ensure_assertion_key() -> None:
+    """The signing key exists before the first call needs it, so /.well-known/jwks.json has it already."""
+    try:
+        assertion_key_current()
+    except KeyMissing as exc:
+        raise UpstreamInvalid(f"--identity-assertion: {exc}", Field.KEYS) from None
+
+
 def _sealed(values: Mapping[str, str]) -> str:
     try:
         return seal(dict(values))
@@ -248,6 +287,7 @@ def _described(upstream: Upstream) -> dict[str, Any]:
         "scopes": upstream.scopes,
         "header_names": upstream.header_names,
         "env_names": upstream.env_names,
+        "identity_assertion_header": upstream.identity_assertion_header,
     }
 
 
@@ -261,6 +301,7 @@ def upstream_create(
     headers: Mapping[str, str] | None = None,
     env: Mapping[str, str] | None = None,
     timeout: float = 30.0,
+    identity_assertion_header: str = "",
     enabled: bool = True,
     local_tools: Iterable[str] = (),
     actor: User | None = None,
@@ -273,7 +314,10 @@ def upstream_create(
         raise UpstreamInvalid("--header applies to --url upstreams; give a stdio upstream --env instead", Field.HEADERS)
     if env and target.transport != Transport.STDIO:
         raise UpstreamInvalid("--env applies to --command upstreams; give an HTTP upstream --header instead", Field.ENV)
+    assertion_header = _check_assertion_header(identity_assertion_header, transport=target.transport, headers=headers)
     with transaction.atomic():
+        if assertion_header:
+            _ensure_assertion_key()
         if Upstream.objects.filter(name=name).exists():
             raise UpstreamInvalid(
                 f"name {name!r} is taken: remove_upstream {name} first, or choose another", Field.NAME
@@ -292,6 +336,7 @@ def upstream_create(
             groups=_check_groups(groups),
             scopes=_check_scopes(scopes),
             timeout_seconds=_check_timeout(timeout),
+            identity_assertion_header=assertion_header,
             enabled=enabled,
         )
         try:
@@ -312,6 +357,7 @@ def upstream_update(
     headers: Mapping[str, str] | None = None,
     env: Mapping[str, str] | None = None,
     timeout: float | None = None,
+    identity_assertion_header: str | None = None,
     enabled: bool | None = None,
     local_tools: Iterable[str] = (),
     actor: User | None = None,
@@ -330,6 +376,7 @@ def upstream_update(
             headers=headers,
             env=env,
             timeout=timeout,
+            identity_assertion_header=identity_assertion_header,
             enabled=enabled,
             local_tools=local_tools,
             actor=actor,
@@ -349,6 +396,7 @@ def _update(
     headers: Mapping[str, str] | None,
     env: Mapping[str, str] | None,
     timeout: float | None,
+    identity_assertion_header: str | None,
     enabled: bool | None,
     local_tools: Iterable[str],
     actor: User | None,
@@ -384,6 +432,14 @@ def _update(
                     "environment variables apply to stdio upstreams; give an HTTP upstream headers", Field.ENV
                 )
             upstream.env_names, upstream.sealed_env = sorted(env), _sealed(env)
+        if identity_assertion_header is not None:
+            upstream.identity_assertion_header = identity_assertion_header
+        # Checked whenever kept too: a change of transport or headers may have made it wrong.
+        upstream.identity_assertion_header = _check_assertion_header(
+            upstream.identity_assertion_header, transport=upstream.transport, headers=upstream.header_names
+        )
+        if upstream.identity_assertion_header:
+            _ensure_assertion_key()
         try:
             upstream.save()
         except IntegrityError:

@@ -6,8 +6,9 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import mcp_types as types
 from django.conf import settings
@@ -22,7 +23,9 @@ from pydantic_core import ErrorDetails
 
 from audit.models import AuditKind
 from audit.services import audit_record, audit_record_on_loop
+from gateway.assertions import AssertionUnavailable, identity_assertion
 from gateway.link import Link, UpstreamFailed
+from gateway.percall import call_headers
 from gateway.runtime import hub
 from mcpgate.asyncdb import AsyncDatabase
 from mcpgate.errors import MCP_UNAVAILABLE_MESSAGE, TRANSIENT_DATABASE_ERRORS
@@ -35,6 +38,7 @@ from .origins import allowed_origins
 from .registry import Tool, registry
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SERVER_NAME = "mcpgate"
 RESOURCE_NOT_FOUND = -32002  # MCP resources, "Error Handling"
@@ -225,8 +229,11 @@ async def call_upstream_tool(
     failure: MCPError | None = None
     with tracing.tool_span(params.name):
         try:
-            result = await link.call_tool(params.name, arguments)
+            with call_headers(await per_call_headers(ctx, caller, link)):
+                result = await link.call_tool(params.name, arguments)
             outcome = "error" if result.is_error else "ok"
+        except AssertionUnavailable as exc:
+            result, outcome = _error_result(str(exc)), "assertion_unavailable"
         except UpstreamFailed as exc:
             result, outcome = _error_result(exc.message), str(exc.failure)
         except MCPError as exc:
@@ -259,10 +266,7 @@ async def get_prompt(ctx: Any, params: types.GetPromptRequestParams) -> types.Ge
     link = hub.prompt(params.name, _tool_context(ctx).groups)
     if link is None:
         raise MCPError(types.INVALID_PARAMS, f"Unknown prompt: {params.name}")
-    try:
-        return await link.get_prompt(params.name, params.arguments)
-    except UpstreamFailed as exc:
-        raise MCPError(types.INTERNAL_ERROR, exc.message) from None
+    return await _for_person(ctx, link, lambda: link.get_prompt(params.name, params.arguments))
 
 
 async def list_resources(ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListResourcesResult:
@@ -281,10 +285,7 @@ async def read_resource(ctx: Any, params: types.ReadResourceRequestParams) -> ty
     link = hub.resource(params.uri, _tool_context(ctx).groups)
     if link is None:
         raise MCPError(RESOURCE_NOT_FOUND, "Resource not found", data={"uri": params.uri})
-    try:
-        return await link.read_resource(params.uri)
-    except UpstreamFailed as exc:
-        raise MCPError(types.INTERNAL_ERROR, exc.message) from None
+    return await _for_person(ctx, link, lambda: link.read_resource(params.uri))
 
 
 async def complete(ctx: Any, params: types.CompleteRequestParams) -> types.CompleteResult:
@@ -294,10 +295,38 @@ async def complete(ctx: Any, params: types.CompleteRequestParams) -> types.Compl
     link = hub.prompt(ref.name, groups) if isinstance(ref, types.PromptReference) else hub.resource(ref.uri, groups)
     if link is None:
         return types.CompleteResult(completion=types.Completion(values=[]))
+    return await _for_person(ctx, link, lambda: link.complete(params))
+
+
+async def per_call_headers(ctx: Any, caller: ToolContext, link: Link) -> dict[str, str]:
+    """What a request to ``link`` made for ``caller`` carries besides the upstream's own headers: the
+    signed identity assertion, when its operator configured one (gateway.assertions). A database outage
+    while the signing key is read is this request's 503; ``AssertionUnavailable`` is the caller's to answer.
+    """
+    header = link.config.identity_assertion_header
+    if not header:
+        return {}
     try:
-        return await link.complete(params)
-    except UpstreamFailed as exc:
-        raise MCPError(types.INTERNAL_ERROR, exc.message) from None
+        assertion = await identity_assertion(
+            issuer=caller.host.issuer,
+            audience=link.config.url,
+            subject=str(caller.user.pk),
+            email=caller.email,
+            groups=caller.groups,
+            client_id=caller.client.client_id,
+        )
+    except TRANSIENT_DATABASE_ERRORS as exc:
+        raise database_unavailable(ctx, exc, f"signing an identity assertion for {link.config.name!r}") from None
+    return {header: assertion}
+
+
+async def _for_person(ctx: Any, link: Link, request: Callable[[], Awaitable[T]]) -> T:
+    """``request()`` to ``link`` carrying the caller's per-call headers; an upstream's failure is -32603."""
+    try:
+        with call_headers(await per_call_headers(ctx, _tool_context(ctx), link)):
+            return await request()
+    except (UpstreamFailed, AssertionUnavailable) as exc:
+        raise MCPError(types.INTERNAL_ERROR, str(exc)) from None
 
 
 def audit_tool_call_in_thread(caller: ToolContext, name: str, **fields: Any) -> None:

@@ -6,12 +6,16 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from gateway import views as gateway_views
+
 from . import errors
 from .observability import health
 from .observability.views import metrics_view
 
 urlpatterns = [
     path("", include("oauth_ext.urls", namespace="oauth2_provider")),
+    # Identity assertion keys for upstreams (gateway.assertions): public, like the other /.well-known documents.
+    path(".well-known/jwks.json", gateway_views.jwks, name="jwks"),
     path("admin/", admin.site.urls),
     # Local sign-in when no oauth2-proxy is in front (make run).
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),

@@ -48,6 +48,7 @@ FIELD_OF_REFUSAL = {
     Field.GROUPS: "groups",
     Field.SCOPES: "scopes",
     Field.TIMEOUT: "timeout",
+    Field.IDENTITY_ASSERTION: "identity_assertion_header",
 }
 
 
@@ -106,6 +107,14 @@ class UpstreamForm(forms.Form):
         help_text="Scopes a token needs to use it, besides mcp (declare more in MCPGATE_EXTRA_SCOPES).",
     )
     timeout = forms.FloatField(label="Timeout (seconds)", initial=30.0, help_text="Per request to the upstream.")
+    identity_assertion_header = forms.CharField(
+        label="Identity assertion header",
+        max_length=100,
+        required=False,
+        help_text="For Streamable HTTP upstreams: a header (e.g. X-Mcpgate-Identity) that carries, on each call "
+        "made for a person, a signed 60-second JWT naming them (sub, email, groups, client_id), which the "
+        "upstream verifies against /.well-known/jwks.json. Blank: none is sent.",
+    )
     enabled = forms.BooleanField(
         required=False, initial=True, help_text="Untick to stop serving it without removing it."
     )
@@ -242,6 +251,7 @@ def initial_of(upstream: Upstream) -> dict[str, Any]:
         "groups": ", ".join(upstream.groups),
         "scopes": list(upstream.scopes),
         "timeout": upstream.timeout_seconds,
+        "identity_assertion_header": upstream.identity_assertion_header,
         "enabled": upstream.enabled,
     }
 
@@ -366,6 +376,7 @@ class UpstreamAdmin(admin.ModelAdmin):
                     headers=data["headers"],
                     env=data["env"],
                     timeout=data["timeout"],
+                    identity_assertion_header=data["identity_assertion_header"],
                     local_tools=reserved_names(),
                     actor=request.user,  # type: ignore[arg-type]  # an operator: signed in
                 )
@@ -417,6 +428,7 @@ class UpstreamAdmin(admin.ModelAdmin):
                     headers=headers,
                     env=env,
                     timeout=data["timeout"],
+                    identity_assertion_header=data["identity_assertion_header"],
                     enabled=data["enabled"],
                     local_tools=reserved_names(),
                     actor=request.user,  # type: ignore[arg-type]  # an operator: signed in

@@ -572,3 +572,30 @@ def test_switching_to_unprefixed_checks_the_names_with_the_stored_credentials(ol
     assert page.status_code == 302, field_errors(page)
     upstream.refresh_from_db()
     assert upstream.prefix == "" and unseal(upstream.sealed_env) == {"TOKEN": API_KEY}
+
+
+# ---------------------------------------------------------------------------
+# The identity assertion header (gateway.assertions)
+# ---------------------------------------------------------------------------
+def test_the_identity_assertion_header_is_set_changed_and_refused_on_the_forms(olivia: Console) -> None:
+    page = add(olivia, identity_assertion_header="X-Mcpgate-Identity")
+    assert page.status_code == 302, field_errors(page)
+    upstream = Upstream.objects.get()
+    assert upstream.identity_assertion_header == "X-Mcpgate-Identity"
+    assert (
+        "X-Mcpgate-Identity"
+        in olivia.get(reverse("admin:gateway_upstream_change", args=[upstream.pk])).content.decode()
+    )
+
+    page = change(olivia, upstream, identity_assertion_header="Authorization")
+    assert field_errors(page) == {
+        "identity_assertion_header": [
+            "--identity-assertion Authorization: mcpgate or HTTP gives that header its own meaning; name one of "
+            "your own, e.g. X-Mcpgate-Identity"
+        ]
+    }
+    assert Upstream.objects.get().identity_assertion_header == "X-Mcpgate-Identity"
+
+    page = change(olivia, upstream, identity_assertion_header="")
+    assert page.status_code == 302, field_errors(page)
+    assert Upstream.objects.get().identity_assertion_header == ""

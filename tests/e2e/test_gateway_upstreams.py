@@ -39,6 +39,7 @@ from .upstreamhelpers import (
     everything_http,
     everything_sse,
     header_recorder,
+    identity_verifier,
     recorded_headers,
     running,
     time_server,
@@ -47,6 +48,7 @@ from .upstreamhelpers import (
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 REDIRECT_URI = "http://127.0.0.1:33421/callback"
+HEADER = "X-Mcpgate-Identity"
 UPSTREAM_KEY = Fernet.generate_key().decode()
 # Faster than the default 2 s, so that a change made with manage.py reaches the workers quickly.
 POLL_SECONDS = 0.5
@@ -451,3 +453,54 @@ def test_the_gunicorn_log_holds_no_upstream_credential_no_caller_token_and_no_tr
     assert gunicorn_server.leaked() == []
     assert "Traceback" not in log, log
     assert "upstream flaky" in log  # the outage was logged, as one line without its details
+
+
+# -- identity assertions (issue 12) ---------------------------------------------------------------
+
+
+def test_an_internal_upstream_verifies_the_person_against_the_key_set_before_and_after_a_key_rotation(
+    gunicorn_server: GunicornServer, tmp_path: Path
+) -> None:
+    """The upstream (tests/e2e/identity_verifier.py) verifies the assertion on each call against
+    /.well-known/jwks.json, fetched over HTTP by PyJWT's client and cached 5 s (it refetches an unknown key
+    id at most every 30 s). ``manage.py rotate_assertion_key`` publishes the new key before it signs, longer
+    than the verifier caches the key set (here 8 s; by default 10 minutes, against the 5 minutes the key set
+    may be cached); the workers switch to it (within their 10 s cache) and no call is refused meanwhile."""
+    port = free_port()
+    verifier = identity_verifier(
+        port,
+        tmp_path / "verifier.log",
+        jwks_url=gunicorn_server.internal + "/.well-known/jwks.json",
+        issuer=gunicorn_server.internal,
+        cache_seconds=5,
+    )
+    with running(verifier):
+        add_upstream(
+            gunicorn_server, "tickets", "--url", f"http://127.0.0.1:{port}/mcp", "--identity-assertion", HEADER
+        )
+        token = alice_token(gunicorn_server)
+        seen: list[dict[str, Any]] = []
+
+        async def calls_until(kid: str | None, *, within: float) -> None:
+            """Call tickets__me until an assertion signed by ``kid`` is seen (None: once)."""
+            async with mcp_session(gunicorn_server, token) as client:
+                await served(client, "tickets__me", {})
+                deadline = time.monotonic() + within
+                while True:
+                    result = await client.call_tool("tickets__me", {})
+                    assert not result.is_error, text_of(result)  # never refused, before, during or after
+                    seen.append(json.loads(text_of(result)))
+                    if kid in (None, seen[-1]["kid"]) or time.monotonic() > deadline:
+                        return
+                    await anyio.sleep(0.2)
+
+        run(lambda: calls_until(None, within=0))
+        first = seen[-1]
+        rotated = json.loads(gunicorn_server.manage("rotate_assertion_key", "--activate-in", "8"))
+        run(lambda: calls_until(rotated["kid"], within=30))
+
+    assert first["email"] == "alice@example.com" and first["aud"] == f"http://127.0.0.1:{port}/mcp"
+    assert first["iss"] == gunicorn_server.internal and first["exp"] - first["iat"] == 60 and first["client_id"]
+    assert sorted(rotated["published"]) == sorted([first["kid"], rotated["kid"]]) and rotated["kid"] != first["kid"]
+    assert seen[-1]["kid"] == rotated["kid"] and {claims["email"] for claims in seen} == {"alice@example.com"}
+    assert token not in verifier.log()

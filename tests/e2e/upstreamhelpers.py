@@ -119,6 +119,14 @@ def everything_sse(port: int, log_path: Path) -> UpstreamProcess:
     return UpstreamProcess(everything_command("sse"), port, log_path, env={"PORT": str(port)})
 
 
+def identity_verifier(
+    port: int, log_path: Path, *, jwks_url: str, issuer: str, cache_seconds: float
+) -> UpstreamProcess:
+    """tests/e2e/identity_verifier.py: verifies mcpgate's identity assertions against ``jwks_url``."""
+    argv = [sys.executable, "-m", "tests.e2e.identity_verifier", str(port), jwks_url, issuer, str(cache_seconds)]
+    return UpstreamProcess(argv, port, log_path, env={"PYTHONPATH": str(REPO)})
+
+
 def header_recorder(port: int, log_path: Path, record: Path) -> UpstreamProcess:
     """The header recorder (``record-headers`` below), on the test run's own Python."""
     argv = [sys.executable, "-m", "tests.e2e.upstreamhelpers", "record-headers", str(port), str(record)]

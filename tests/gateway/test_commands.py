@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from audit.models import AuditEvent, AuditKind
 from gateway.crypto import unseal
-from gateway.models import Transport, Upstream, UpstreamStatus
+from gateway.models import AssertionKey, Transport, Upstream, UpstreamStatus
 from gateway.services import target_from, upstream_create
 from tests.e2e.server import REPO, database_env, free_port
 
@@ -204,6 +204,32 @@ def test_a_header_secret_never_appears_in_the_output(key: str) -> None:
         (["--url", HTTP_URL, "--timeout", "0"], "--timeout must be more than 0 and at most 600 seconds, not 0"),
         (["--url", HTTP_URL, "--timeout", "601"], "--timeout must be more than 0 and at most 600 seconds, not 601"),
         (["--url", HTTP_URL, "--groups", "a,b"], "group 'a,b' is not an oauth2-proxy group name"),
+        (
+            ["--command", "uvx server", "--identity-assertion", "X-Identity"],
+            "--identity-assertion X-Identity: applies to Streamable HTTP upstreams (--url without --sse)",
+        ),
+        (
+            ["--url", HTTP_URL, "--sse", "--identity-assertion", "X-Identity"],
+            "--identity-assertion X-Identity: applies to Streamable HTTP upstreams (--url without --sse)",
+        ),
+        (
+            ["--url", HTTP_URL, "--identity-assertion", "Authorization"],
+            "--identity-assertion Authorization: mcpgate or HTTP gives that header its own meaning; name one of "
+            "your own, e.g. X-Mcpgate-Identity",
+        ),
+        (
+            ["--url", HTTP_URL, "--identity-assertion", "Mcp-Session-Id"],
+            "--identity-assertion Mcp-Session-Id: mcpgate or HTTP gives that header its own meaning; name one of "
+            "your own, e.g. X-Mcpgate-Identity",
+        ),
+        (
+            ["--url", HTTP_URL, "--identity-assertion", "X Identity"],
+            "--identity-assertion X Identity: not a header name (RFC 9110 token characters)",
+        ),
+        (
+            ["--url", HTTP_URL, "--header", "X-Identity: fixed", "--identity-assertion", "x-identity"],
+            "--identity-assertion x-identity: already configured with --header",
+        ),
     ],
     ids=[
         "url-scheme",
@@ -221,6 +247,12 @@ def test_a_header_secret_never_appears_in_the_output(key: str) -> None:
         "timeout-zero",
         "timeout-too-long",
         "group",
+        "assertion-for-stdio",
+        "assertion-for-sse",
+        "assertion-as-authorization",
+        "assertion-reserved-header",
+        "assertion-header-format",
+        "assertion-header-configured-already",
     ],
 )
 def test_bad_input_is_refused_with_one_line_and_nothing_stored(
@@ -368,6 +400,7 @@ def test_the_list_is_one_json_line_per_upstream_with_health_and_no_credentials(k
             "scopes": [],
             "header_names": ["Authorization"],
             "env_names": [],
+            "identity_assertion_header": "",
             "enabled": True,
             "timeout_seconds": 30.0,
             "health": {
@@ -388,6 +421,7 @@ def test_the_list_is_one_json_line_per_upstream_with_health_and_no_credentials(k
             "scopes": [],
             "header_names": [],
             "env_names": ["API_KEY"],
+            "identity_assertion_header": "",
             "enabled": True,
             "timeout_seconds": 30.0,
             "health": None,
@@ -477,3 +511,40 @@ def test_a_failed_rotation_is_one_line_without_a_traceback(settings: Any) -> Non
     result = manage("rotate_upstream_keys", keys=[new_key()])
     assert one_error_line(result) == BROKEN_SEAL
     assert list(Upstream.objects.order_by("pk").values_list("sealed_headers", "sealed_env")) == before
+
+
+# ---------------------------------------------------------------------------
+# add_upstream --identity-assertion (gateway.assertions)
+# ---------------------------------------------------------------------------
+@pytest.mark.django_db
+def test_an_identity_assertion_header_is_stored_and_its_signing_key_made_and_published(key: str) -> None:
+    out = run("add_upstream", "tickets", "--url", HTTP_URL, "--identity-assertion", "X-Mcpgate-Identity")
+
+    assert json.loads(out) == {"name": "tickets", "prefix": "tickets", "transport": "streamable_http"}
+    assert Upstream.objects.get().identity_assertion_header == "X-Mcpgate-Identity"
+    (signing_key,) = AssertionKey.objects.all()
+    assert signing_key.retired_at is None and "d" not in signing_key.public_jwk
+    added = AuditEvent.objects.get(event=AuditKind.UPSTREAM_ADDED)
+    assert added.detail["identity_assertion_header"] == "X-Mcpgate-Identity"
+
+
+@pytest.mark.django_db
+def test_an_identity_assertion_without_upstream_keys_is_refused_and_nothing_stored(settings: Any) -> None:
+    settings.MCPGATE_UPSTREAM_KEYS = []
+
+    message = refused("add_upstream", "tickets", "--url", HTTP_URL, "--identity-assertion", "X-Mcpgate-Identity")
+
+    assert message.startswith("--identity-assertion: MCPGATE_UPSTREAM_KEYS is not set")
+    assert not Upstream.objects.exists() and not AssertionKey.objects.exists()
+
+
+@pytest.mark.django_db
+def test_rotate_upstream_keys_reseals_the_assertion_signing_keys_too(key: str, settings: Any) -> None:
+    run("add_upstream", "tickets", "--url", HTTP_URL, "--identity-assertion", "X-Mcpgate-Identity")
+    new = Fernet.generate_key().decode()
+    settings.MCPGATE_UPSTREAM_KEYS = [new, key]
+
+    assert run("rotate_upstream_keys") == json.dumps({"resealed": 2}) + "\n"  # the upstream, the signing key
+
+    settings.MCPGATE_UPSTREAM_KEYS = [new]
+    assert unseal(AssertionKey.objects.get().sealed_private_key)["pem"].startswith("-----BEGIN PRIVATE KEY-----")

@@ -16,6 +16,7 @@ from audit.models import AuditEvent, AuditKind
 from gateway.crypto import unseal
 from gateway.models import Transport, Upstream
 from gateway.services import (
+    Field,
     Target,
     UpstreamInvalid,
     parse_env,
@@ -370,6 +371,7 @@ def test_adding_writes_one_audit_row_describing_the_upstream_without_credentials
         "scopes": [],
         "header_names": ["Authorization"],
         "env_names": [],
+        "identity_assertion_header": "",
     }
     assert SECRET not in audit_text()
 
@@ -516,3 +518,18 @@ def test_a_removed_upstreams_name_and_prefix_are_free_again() -> None:
     upstream_remove(name="github")
     upstream_create(name="github", target=STDIO, prefix="gh")
     assert Upstream.objects.get().transport == Transport.STDIO
+
+
+def test_an_identity_assertion_header_is_kept_through_other_changes_and_refused_when_they_make_it_wrong() -> None:
+    upstream = upstream_create(name="tickets", target=HTTP, identity_assertion_header="X-Mcpgate-Identity")
+
+    upstream_update(upstream=upstream, timeout=10)
+    assert Upstream.objects.get().identity_assertion_header == "X-Mcpgate-Identity"
+
+    with pytest.raises(UpstreamInvalid, match="applies to Streamable HTTP upstreams") as refused:
+        upstream_update(upstream=upstream, target=STDIO)
+    assert refused.value.field == Field.IDENTITY_ASSERTION
+    assert Upstream.objects.get().transport == Transport.STREAMABLE_HTTP
+
+    upstream_update(upstream=upstream, identity_assertion_header="")
+    assert Upstream.objects.get().identity_assertion_header == ""

@@ -39,6 +39,13 @@ class Command(BaseCommand):
         parser.add_argument("--header", action="append", default=[], help='"Name: value" sent on every request.')
         parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for a stdio server.")
         parser.add_argument("--timeout", type=float, default=30.0, help="Seconds per request (default 30).")
+        parser.add_argument(
+            "--identity-assertion",
+            metavar="HEADER",
+            default="",
+            help="Streamable HTTP: send in HEADER, on each call made for a person, a signed 60-second JWT "
+            "naming them (verify it against /.well-known/jwks.json).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -59,6 +66,7 @@ class Command(BaseCommand):
                 headers=headers,
                 env=env,
                 timeout=options["timeout"],
+                identity_assertion_header=options["identity_assertion"],
                 local_tools=reserved_names(),
             )
         except UpstreamInvalid as exc:

@@ -1,4 +1,4 @@
-"""``manage.py rotate_upstream_keys``: re-seal every upstream credential with the first MCPGATE_UPSTREAM_KEYS key."""
+"""``manage.py rotate_upstream_keys``: re-seal every upstream credential (and assertion key) with the first key."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from gateway.crypto import KeyMissing, SealBroken, reseal
-from gateway.models import Upstream
+from gateway.models import AssertionKey, Upstream
 
 
 class Command(BaseCommand):
@@ -29,6 +29,10 @@ class Command(BaseCommand):
                     Upstream.objects.filter(pk=upstream.pk).update(
                         sealed_headers=upstream.sealed_headers, sealed_env=upstream.sealed_env
                     )
+                    count += 1
+                # The identity assertion signing keys are sealed with the same keys (gateway.assertions).
+                for key in AssertionKey.objects.select_for_update().order_by("pk"):
+                    AssertionKey.objects.filter(pk=key.pk).update(sealed_private_key=reseal(key.sealed_private_key))
                     count += 1
         except (KeyMissing, SealBroken) as exc:
             raise CommandError(f"{exc}; nothing was changed") from None
