@@ -398,21 +398,9 @@ def _execute(tool: Tool, caller: ToolContext, arguments: dict[str, Any]) -> tupl
     return result, outcome, round((time.perf_counter() - started) * 1000, 2)
 
 
-def audit_tool_call(
-    caller: ToolContext,
-    tool: str,
-    *,
-    outcome: str,
-    duration_ms: float,
-    arguments: dict[str, Any] | None,
-    upstream: str | None = None,
-) -> None:
-    """The audit row of one tools/call (the one write on the hot path): never the argument values."""
-    audit_record(
-        **tool_call_event(
-            caller, tool, outcome=outcome, duration_ms=duration_ms, arguments=arguments, upstream=upstream
-        )
-    )
+def audit_tool_call(caller: ToolContext, tool: str, **fields: Any) -> None:
+    """The audit row of one tools/call (the one write on the hot path; ``fields``: ``tool_call_event``'s)."""
+    audit_record(**tool_call_event(caller, tool, **fields))
 
 
 def tool_call_event(
