@@ -18,9 +18,10 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.safestring import SafeString
 
+from gateway.assertions import RETIRED_KEPT
 from gateway.crypto import KeyMissing, SealBroken, unseal
 from gateway.hooks import reserved_names
-from gateway.models import Transport, Upstream, UpstreamStatus
+from gateway.models import AssertionKey, Transport, Upstream, UpstreamStatus
 from gateway.services import (
     Field,
     Target,
@@ -466,3 +467,31 @@ class UpstreamAdmin(admin.ModelAdmin):
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Upstream]) -> None:
         for upstream in queryset:
             upstream_remove(name=upstream.name, actor=request.user)  # type: ignore[arg-type]
+
+
+@admin.register(AssertionKey)
+class AssertionKeyAdmin(admin.ModelAdmin):
+    """The keys that sign identity assertions (gateway.assertions): read-only; ``manage.py rotate_assertion_key``
+    makes a new one. The private halves are never shown."""
+
+    list_display = ("kid", "state", "created_at", "activates_at", "retired_at")
+    fields = ("kid", "state", "created_at", "activates_at", "retired_at", "public_jwk")
+    readonly_fields = fields
+
+    @admin.display(description="state")
+    def state(self, key: AssertionKey) -> str:
+        now = timezone.now()
+        if key.activates_at > now:
+            return f"published; signs from {key.activates_at:%Y-%m-%d %H:%M} UTC"
+        if key.retired_at is None or key.retired_at > now:
+            return "signing"
+        return f"retired; published until {key.retired_at + RETIRED_KEPT:%Y-%m-%d %H:%M} UTC"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: AssertionKey | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: AssertionKey | None = None) -> bool:
+        return False

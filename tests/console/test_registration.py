@@ -16,6 +16,7 @@ from uuid import uuid4
 
 import oauth2_provider.admin
 import pytest
+from cryptography.fernet import Fernet
 from django.contrib import admin
 from django.db.models import Model
 from django.test import Client as HttpClient
@@ -33,7 +34,7 @@ from oauth2_provider.models import (
 from audit.models import AuditEvent
 from console.admin import audit, clients, credentials, people, policy, upstreams
 from console.site import OperatorsAdminSite
-from gateway.models import Transport, Upstream
+from gateway.models import AssertionKey, Transport, Upstream
 from gateway.services import Target, upstream_create
 from oauth_ext.models import Client, Consent, RedirectAllowlistEntry, User
 from tests.conftest import ALICE, INTERNAL, Flow, proxy_headers
@@ -54,6 +55,7 @@ CONSOLE_ADMINS: dict[type[Model], type[admin.ModelAdmin]] = {
     RedirectAllowlistEntry: policy.RedirectAllowlistEntryAdmin,
     AuditEvent: audit.AuditEventAdmin,
     Upstream: upstreams.UpstreamAdmin,
+    AssertionKey: upstreams.AssertionKeyAdmin,
 }
 
 # Queries per change list, as measured on SQLite (and met on PostgreSQL) with the rows of the
@@ -71,6 +73,7 @@ CHANGELIST_BUDGETS = {
     "oauth_ext_redirectallowlistentry": 7,
     "audit_auditevent": 11,
     "gateway_upstream": 9,
+    "gateway_assertionkey": 7,
 }
 
 # The admin classes DOT's admin module defines (not those it imports).
@@ -84,6 +87,7 @@ DOT_ADMINS = tuple(
 @pytest.fixture(autouse=True)
 def operators(settings: Any) -> None:
     settings.MCPGATE_OPERATOR_EMAILS = [OLIVIA]
+    settings.MCPGATE_UPSTREAM_KEYS = [Fernet.generate_key().decode()]
 
 
 def shown_models() -> dict[type[Model], admin.ModelAdmin]:
@@ -121,7 +125,11 @@ def alice_holds_everything(public_client: Client, flow: Flow) -> None:
         jti=uuid4(),
         expires=timezone.now() + timedelta(hours=1),
     )
-    upstream_create(name="github", target=Target(Transport.STREAMABLE_HTTP, url="https://github.example/mcp"))
+    upstream_create(
+        name="github",
+        target=Target(Transport.STREAMABLE_HTTP, url="https://github.example/mcp"),
+        identity_assertion_header="X-Mcpgate-Identity",  # and so its signing key
+    )
 
 
 @pytest.mark.parametrize("model", CHANGELIST_BUDGETS)

@@ -21,8 +21,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from audit.models import AuditEvent, AuditKind
+from gateway.assertions import assertion_key_rotate
 from gateway.crypto import unseal
-from gateway.models import Transport, Upstream, UpstreamStatus
+from gateway.models import AssertionKey, Transport, Upstream, UpstreamStatus
 from gateway.services import Target, UpstreamInvalid, parse_env, parse_header, upstream_create
 from tests.conftest import ALICE
 from tests.console.test_admin import Console
@@ -599,3 +600,22 @@ def test_the_identity_assertion_header_is_set_changed_and_refused_on_the_forms(o
     page = change(olivia, upstream, identity_assertion_header="")
     assert page.status_code == 302, field_errors(page)
     assert Upstream.objects.get().identity_assertion_header == ""
+
+
+def test_the_assertion_keys_are_listed_with_their_state_read_only_and_without_their_private_half(
+    olivia: Console,
+) -> None:
+    http_upstream("tickets", identity_assertion_header="X-Mcpgate-Identity")
+    signing = AssertionKey.objects.get()
+    upcoming = assertion_key_rotate()
+
+    page = olivia.get(reverse("admin:gateway_assertionkey_changelist"))
+    text = page.content.decode()
+
+    assert page.status_code == 200
+    assert signing.kid in text and upcoming.kid in text
+    assert "signing" in text and f"published; signs from {upcoming.activates_at:%Y-%m-%d %H:%M} UTC" in text
+    assert "PRIVATE" not in text and signing.sealed_private_key not in text
+    assert olivia.get(reverse("admin:gateway_assertionkey_add")).status_code == 403
+    detail = olivia.get(reverse("admin:gateway_assertionkey_change", args=[signing.pk])).content.decode()
+    assert signing.sealed_private_key not in detail and "P-256" in detail  # the public JWK, shown
