@@ -16,6 +16,8 @@ from django.urls import path
 from audit.models import AuditEvent, AuditKind
 from oauth_ext.models import Client, User
 
+from .common import ReadOnlyAdmin
+
 
 class EventFilter(admin.SimpleListFilter):
     title = "event"
@@ -76,7 +78,7 @@ class _Echo:
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdmin):
     list_display = ("created", "event_name", "email", "client_label", "host", "ip", "detail_summary")
     list_filter = (
         EventFilter,
@@ -89,15 +91,6 @@ class AuditEventAdmin(admin.ModelAdmin):
     date_hierarchy = "created"
     show_full_result_count = False
     list_per_page = 100
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: AuditEvent | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: AuditEvent | None = None) -> bool:
-        return False
 
     @admin.display(description="event", ordering="event")
     def event_name(self, obj: AuditEvent) -> str:

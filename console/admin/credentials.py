@@ -12,7 +12,7 @@ from audit.models import AuditEvent, AuditKind
 from oauth_ext import services
 from oauth_ext.models import Consent
 
-from .common import fingerprint
+from .common import ReadOnlyAdmin, fingerprint
 
 
 def _last_tool_call(user_field: str, client_field: str) -> Subquery:
@@ -24,7 +24,7 @@ def _last_tool_call(user_field: str, client_field: str) -> Subquery:
 
 
 @admin.register(Consent)
-class ConsentAdmin(admin.ModelAdmin):
+class ConsentAdmin(ReadOnlyAdmin):
     """What each person approved for each client; revoking also ends their tokens for it."""
 
     list_display = ("user", "client", "scope_list", "created", "updated", "host", "last_tool_call")
@@ -36,15 +36,6 @@ class ConsentAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Consent]:
         return super().get_queryset(request).annotate(last_call=_last_tool_call("user", "client"))
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Consent | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Consent | None = None) -> bool:
-        return False
 
     @admin.display(description="scopes")
     def scope_list(self, obj: Consent) -> str:

@@ -36,7 +36,7 @@ from gateway.services import (
 )
 from oauth_ext.scopes import BASIC_SCOPE, all_scopes
 
-from .common import no_store
+from .common import ReadOnlyAdmin, no_store
 
 # The form field next to which a service refusal is shown (gateway.services.Field); others go above the form.
 FIELD_OF_REFUSAL = {
@@ -470,7 +470,7 @@ class UpstreamAdmin(admin.ModelAdmin):
 
 
 @admin.register(AssertionKey)
-class AssertionKeyAdmin(admin.ModelAdmin):
+class AssertionKeyAdmin(ReadOnlyAdmin):
     """The keys that sign identity assertions (gateway.assertions): read-only; ``manage.py rotate_assertion_key``
     makes a new one. The private halves are never shown."""
 
@@ -486,12 +486,3 @@ class AssertionKeyAdmin(admin.ModelAdmin):
         if key.retired_at is None or key.retired_at > now:
             return "signing"
         return f"retired; published until {key.retired_at + RETIRED_KEPT:%Y-%m-%d %H:%M} UTC"
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: AssertionKey | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: AssertionKey | None = None) -> bool:
-        return False
