@@ -22,7 +22,9 @@ of its own, which is built from what Django would connect with:
 - errors raised as Django's (``DatabaseWrapper.wrap_database_errors``): an outage is Django's
   ``OperationalError``, which every caller already answers with 503 (``mcpgate.errors``).
 
-It exists only on PostgreSQL with Django's pool (``MCPGATE_DB_POOL_SIZE=0`` turns both off), and only
+It is opt-in (``MCPGATE_MCP_LOOP_DATABASE``): in the soak's mixed load, OAuth requests served by the same
+workers, /mcp's p50 grew several-fold with it (docs/reliability.md), though /mcp alone got faster
+(BENCHMARKS.md). It exists only on PostgreSQL with Django's pool (``MCPGATE_DB_POOL_SIZE=0`` turns both off), and only
 while the ASGI application's lifespan runs (``mcp_bridge.endpoint.MCPEndpoint.lifespan``): a pool
 belongs to one event loop. Elsewhere (SQLite, no lifespan) the hot path keeps its worker-thread route.
 """
@@ -36,6 +38,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
 
 import psycopg
+from django.conf import settings
 from django.db import connections
 from psycopg_pool import AsyncConnectionPool
 
@@ -103,10 +106,15 @@ class AsyncDatabase:
 
 
 def available(alias: str) -> bool:
-    """Whether ``alias`` is a PostgreSQL database with Django's pool (``MCPGATE_DB_POOL_SIZE`` is not 0):
-    the only backend with an asynchronous driver here, and the switch that turns both pools off."""
+    """Whether to serve ``alias`` from the event loop: ``MCPGATE_MCP_LOOP_DATABASE`` is on (off by default),
+    and it is a PostgreSQL database (the only backend with an asynchronous driver here) with Django's pool
+    (``MCPGATE_DB_POOL_SIZE`` is not 0)."""
     wrapper = connections[alias]
-    return wrapper.vendor == "postgresql" and bool(wrapper.settings_dict["OPTIONS"].get("pool"))
+    return (
+        settings.MCPGATE_MCP_LOOP_DATABASE
+        and wrapper.vendor == "postgresql"
+        and bool(wrapper.settings_dict["OPTIONS"].get("pool"))
+    )
 
 
 @contextlib.asynccontextmanager

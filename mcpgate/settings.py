@@ -109,6 +109,10 @@ MCPGATE_AUDIT_RETENTION_DAYS = envint("MCPGATE_AUDIT_RETENTION_DAYS", 365)
 # The database: DATABASE_URL (or DATABASE_URL_FILE), sqlite:// or postgres://; unset, SQLite here.
 MCPGATE_SQLITE_PATH = envstr("MCPGATE_SQLITE_PATH", str(BASE_DIR / "db.sqlite3"))
 DATABASES = {"default": envdatabase("DATABASE_URL", sqlite_path=MCPGATE_SQLITE_PATH)}
+# PostgreSQL: /mcp admission's token lookup and a tool call's audit row sent from the event loop on a second
+# pool per worker (mcpgate/asyncdb.py). Off by default: faster for /mcp alone, but under the soak's mixed load
+# (OAuth requests in the same workers) /mcp's p50 grew several-fold (docs/reliability.md, BENCHMARKS.md).
+MCPGATE_MCP_LOOP_DATABASE = envbool("MCPGATE_MCP_LOOP_DATABASE", False)
 # The embedded cache's directory (when CACHE_URL is unset): next to the SQLite database by default
 # (DATABASE_URL's when it is a sqlite:// one), where the service can already write. Every worker
 # process of the host must see the same one.

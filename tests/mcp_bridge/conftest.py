@@ -86,6 +86,13 @@ PROXY_PEER = (PROXY_ADDR, 1234)  # oauth2-proxy / the load balancer (MCPGATE_TRU
 
 
 @pytest.fixture
+def loop_database(settings: Any) -> None:
+    """MCPGATE_MCP_LOOP_DATABASE on (mcpgate.asyncdb): on PostgreSQL, admission's lookup and the audit row are
+    sent from the event loop. Request it before ``site``/``mcp``, whose lifespan reads it."""
+    settings.MCPGATE_MCP_LOOP_DATABASE = True
+
+
+@pytest.fixture
 def loop_statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The SQL sent on the event loop's own connections (mcpgate.asyncdb, PostgreSQL), as it is sent."""
     sent: list[str] = []

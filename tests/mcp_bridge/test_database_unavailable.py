@@ -37,6 +37,12 @@ def unavailable(id: int | None) -> dict[str, Any]:
     }
 
 
+@pytest.fixture(autouse=True, params=["worker thread", "event loop"])
+def route(request: pytest.FixtureRequest, settings: Any) -> None:
+    """Each test by both routes of the database work (on PostgreSQL; on SQLite both are the worker thread)."""
+    settings.MCPGATE_MCP_LOOP_DATABASE = request.param == "event loop"
+
+
 @pytest.fixture
 def database_down(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[bool], None]]:
     """``down(True)``: every SQL statement from any thread or the event loop fails as a lost server does;

@@ -98,7 +98,7 @@ def test_the_token_lookup_runs_as_a_prepared_statement_on_postgresql(alice_token
 @pytest.mark.postgresql
 @pytest.mark.anyio
 async def test_on_postgresql_a_tools_call_sends_its_two_statements_from_the_event_loop(
-    mcp: Any, alice_token: str, loop_statements: list[str]
+    loop_database: None, mcp: Any, alice_token: str, loop_statements: list[str]
 ) -> None:
     """Through HTTP: the lookup and the audit row on the loop's own connections (mcpgate.asyncdb); the
     worker thread that runs the tool (the ``site`` fixture's one executor thread, whose statements a

@@ -125,7 +125,7 @@ async def test_a_broken_cache_admits_and_says_so(mcp, alice_token, monkeypatch, 
 
 @pytest.mark.parametrize("on_this_host", [True, False], ids=["disk cache", "redis"])
 async def test_the_count_runs_on_the_event_loop_only_on_postgresql_and_only_when_it_is_a_local_file_write(
-    site, mcp, alice_token, monkeypatch, on_this_host
+    loop_database, site, mcp, alice_token, monkeypatch, on_this_host
 ) -> None:
     """Redis is a network round trip, which must not hold up every request of the worker: in a worker
     thread. On SQLite all of admission runs in one (mcp_bridge.endpoint.admit)."""

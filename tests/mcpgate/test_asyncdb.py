@@ -21,6 +21,12 @@ from tests.pgcluster import free_port
 pytestmark = [pytest.mark.postgresql]
 
 
+@pytest.fixture(autouse=True)
+def switched_on(settings: Any) -> None:
+    """MCPGATE_MCP_LOOP_DATABASE is off by default (see ``test_there_is_none_unless_switched_on``)."""
+    settings.MCPGATE_MCP_LOOP_DATABASE = True
+
+
 @pytest.fixture
 def checksum(alice_token: str) -> str:
     """Alice's access token as it is looked up (DOT's ``token_checksum``)."""
@@ -162,5 +168,11 @@ def test_there_is_none_without_djangos_pool(monkeypatch: pytest.MonkeyPatch) -> 
     """MCPGATE_DB_POOL_SIZE=0 turns both pools off: admission goes back to its worker thread."""
     options = {k: v for k, v in connections["default"].settings_dict["OPTIONS"].items() if k != "pool"}
     monkeypatch.setitem(connections["default"].settings_dict, "OPTIONS", options)
+
+    assert asyncdb.available("default") is False
+
+
+def test_there_is_none_unless_switched_on(settings: Any) -> None:
+    settings.MCPGATE_MCP_LOOP_DATABASE = False
 
     assert asyncdb.available("default") is False

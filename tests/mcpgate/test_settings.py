@@ -651,3 +651,9 @@ def test_the_suite_ignores_the_developers_shell_and_env_file(tmp_path: Path) -> 
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert " passed" in result.stdout.splitlines()[-1]
     assert "failed" not in result.stdout.splitlines()[-1]
+
+
+def test_the_event_loop_database_route_is_off_unless_asked_for() -> None:
+    assert settings_of(MINIMAL, "MCPGATE_MCP_LOOP_DATABASE") == {"MCPGATE_MCP_LOOP_DATABASE": False}
+    on = {**MINIMAL, "MCPGATE_MCP_LOOP_DATABASE": "yes"}
+    assert settings_of(on, "MCPGATE_MCP_LOOP_DATABASE") == {"MCPGATE_MCP_LOOP_DATABASE": True}
