@@ -53,7 +53,7 @@ class ConsentAdmin(ReadOnlyAdmin):
         self.message_user(request, f"Revoked {len(grants)} grant(s).", messages.SUCCESS)
 
 
-class CredentialAdmin(admin.ModelAdmin):
+class CredentialAdmin(ReadOnlyAdmin):
     """Read-only lists of issued credentials, revocable, never showing a value.
 
     Its subclasses are named in OAUTH2_PROVIDER's ``*_ADMIN_CLASS`` settings; DOT's admin module
@@ -66,15 +66,8 @@ class CredentialAdmin(admin.ModelAdmin):
     actions: tuple[str, ...] = ("revoke",)
     exclude = ("token", "code", "token_checksum", "code_challenge", "nonce", "claims")
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        # A raw delete would keep a refresh token alive or lose the reuse tombstone: revoke instead.
-        return False
+    # Read-only (ReadOnlyAdmin): a raw delete would keep a refresh token alive or lose the reuse tombstone,
+    # so the way out is the revoke action.
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         excluded = set(self.exclude or ())
