@@ -40,6 +40,8 @@ class AuditKind(models.TextChoices):
     UPSTREAM_CHANGED = "upstream_changed", "upstream changed"
     UPSTREAM_REMOVED = "upstream_removed", "upstream removed"
     ASSERTION_KEY_ROTATED = "assertion_key_rotated", "identity assertion key rotated"
+    UPSTREAM_CONNECTED = "upstream_connected", "upstream account connected"
+    UPSTREAM_DISCONNECTED = "upstream_disconnected", "upstream account disconnected"
 
 
 class AuditEvent(models.Model):

@@ -34,11 +34,13 @@ from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 
 from mcpgate.observability import metrics
+from mcpgate.threads import in_worker_thread
 
 from .catalog import Catalog
+from .connections import CredentialUnavailable, connect_path, listing_credential
 from .crypto import KeyMissing, SealBroken, unseal
-from .models import Transport, Upstream
-from .percall import with_call_headers
+from .models import Credential, Transport, Upstream
+from .percall import CREDENTIAL_FORBIDDEN, CREDENTIAL_REFUSED, Refusals, call_headers, with_call_headers
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +70,15 @@ class Failure(StrEnum):
     UNAVAILABLE = "upstream_unavailable"
     TIMEOUT = "upstream_timeout"
     INVALID_RESPONSE = "upstream_invalid_response"
+    CREDENTIAL_REFUSED = "credential_refused"  # a person's own credential: HTTP 401
+    FORBIDDEN = "upstream_forbidden"  # a person's own credential: HTTP 403
+
+
+class NobodyConnected(Exception):
+    """A per-person upstream cannot be listed before someone has connected an account to list it with."""
+
+    def __init__(self) -> None:
+        super().__init__("nobody has connected an account to list it with yet")
 
 
 class UpstreamFailed(Exception):
@@ -110,7 +121,12 @@ class UpstreamConfig:
     headers: dict[str, str] = field(default_factory=dict, repr=False)
     env: dict[str, str] = field(default_factory=dict, repr=False)
     identity_assertion_header: str = ""  # gateway.assertions
+    credential: Credential = Credential.SHARED  # gateway.connections
     problem: str = ""  # why it cannot be run (its credentials do not open)
+
+    @property
+    def per_person(self) -> bool:
+        return self.credential.per_person
 
     @classmethod
     def of(cls, upstream: Upstream) -> UpstreamConfig:
@@ -136,6 +152,7 @@ class UpstreamConfig:
             headers=headers,
             env=env,
             identity_assertion_header=upstream.identity_assertion_header,
+            credential=Credential(upstream.credential),
             problem=problem,
         )
 
@@ -205,6 +222,7 @@ class Link:
         self._pool = pool
         self._on_catalog = on_catalog
         self._refresh = anyio.Event()
+        self._wake = anyio.Event()
         self._broken = False
         self._stored_digest = _digest(stored.to_json()) if stored is not None else ""
         if config.problem:
@@ -222,12 +240,17 @@ class Link:
             while True:
                 try:
                     async with AsyncExitStack() as stack:
-                        client = await stack.enter_async_context(self._client())
+                        with call_headers(await self._listing_headers()):
+                            client = await stack.enter_async_context(self._client())
                         self._connected(client)
                         await self._list(client)
                         self.client = client
                         backoff = 0.0
                         await self._serve(client)
+                except NobodyConnected:
+                    self._failed(f"not listed: nobody has connected an account at {connect_path(self.config.name)} yet")
+                    # Waiting costs one query; the first connection in this worker wakes it at once (Hub.reload).
+                    backoff = settings.MCPGATE_UPSTREAM_POLL_SECONDS
                 except Exception as exc:
                     self._failed(f"connection failed: {describe(exc)}")
                     logger.warning("upstream %s: %s", self.config.name, describe(exc))
@@ -235,8 +258,27 @@ class Link:
                     self.client = None
                     self.stale = True
                     self._on_catalog()
-                await anyio.sleep(backoff)
+                with anyio.move_on_after(backoff):
+                    await self._wake.wait()
+                self._wake = anyio.Event()
                 backoff = min(max(backoff * 2, BACKOFF_START), BACKOFF_MAX)
+
+    def wake(self) -> None:
+        """Retry now if waiting to reconnect (a person connected an account: there is a credential to list with)."""
+        self._wake.set()
+
+    async def _listing_headers(self) -> dict[str, str]:
+        """What the handshake and the lists carry: for a per-person upstream, the credential of the person who
+        used it last (what they are shown is what everyone allowed to use it is shown); else nothing extra."""
+        if not self.config.per_person:
+            return {}
+        try:
+            token = await in_worker_thread(listing_credential)(upstream_id=self.config.id)
+        except CredentialUnavailable:
+            token = None
+        if token is None:
+            raise NobodyConnected()
+        return {"Authorization": f"Bearer {token}"}
 
     def _client(self) -> Client:
         config = self.config
@@ -257,7 +299,8 @@ class Link:
             )
         else:
             http = httpx2.AsyncClient(
-                transport=self._pool,
+                # A person's refused credential is that person's error, not the shared session's (gateway.percall).
+                transport=Refusals(self._pool) if config.per_person else self._pool,
                 headers=dict(config.headers),
                 timeout=httpx2.Timeout(timeout, read=max(timeout, 300.0)),
             )
@@ -302,7 +345,7 @@ class Link:
         started = time.perf_counter()
         session = client.session
         capabilities = client.server_capabilities
-        with anyio.fail_after(self.config.timeout):
+        with anyio.fail_after(self.config.timeout), call_headers(await self._listing_headers()):
             tools = await _every_page(session.list_tools) if capabilities.tools else []
             prompts = await _every_page(session.list_prompts) if capabilities.prompts else []
             resources = await _every_page(session.list_resources) if capabilities.resources else []
@@ -419,6 +462,14 @@ class Link:
             self._failed(f"no answer within {self.config.timeout:g} s", "timeout")
             raise UpstreamFailed(Failure.TIMEOUT, timed_out) from None
         except MCPError as exc:
+            if exc.error.code in (CREDENTIAL_REFUSED, CREDENTIAL_FORBIDDEN):
+                # The upstream is fine; the person's credential is not (gateway.connections).
+                self._succeeded(started)
+                if exc.error.code == CREDENTIAL_REFUSED:
+                    raise UpstreamFailed(Failure.CREDENTIAL_REFUSED, f"{name} refused your credential") from None
+                raise UpstreamFailed(
+                    Failure.FORBIDDEN, f"{name} refused this request for your account there (HTTP 403)"
+                ) from None
             if exc.error.code == types.CONNECTION_CLOSED or (exc.error.code, exc.error.message) in SESSION_LOST:
                 self._failed("the session ended", "unavailable")
                 self.request_refresh(broken=True)

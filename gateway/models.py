@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models, transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 from django.utils import timezone
 
-from oauth_ext.scopes import add_tool_catalog
+from oauth_ext.scopes import add_personal_accounts, add_tool_catalog
 
 from . import hooks
 
@@ -28,6 +29,17 @@ class Transport(models.TextChoices):
     STREAMABLE_HTTP = "streamable_http", "Streamable HTTP"
     SSE = "sse", "HTTP+SSE (legacy, 2024-11-05)"
     STDIO = "stdio", "stdio (a command mcpgate runs)"
+
+
+class Credential(models.TextChoices):
+    """Whose account the upstream acts as when it is called (issue 12)."""
+
+    SHARED = "shared", "shared: the operator's headers, the same for everyone"
+    PERSON_TOKEN = "person_token", "per person: a token each person pastes at /connect/"
+
+    @property
+    def per_person(self) -> bool:
+        return self is not Credential.SHARED
 
 
 class Upstream(models.Model):
@@ -53,6 +65,17 @@ class Upstream(models.Model):
         blank=True,
         help_text="Streamable HTTP: the header that carries a 60-second JWT naming the person each call is for "
         "(verify it against /.well-known/jwks.json). Empty: none is sent.",
+    )
+    credential = models.CharField(
+        max_length=16,
+        choices=Credential.choices,
+        default=Credential.SHARED,
+        help_text="Per person: each call carries the caller's own token as Authorization: Bearer (Streamable HTTP).",
+    )
+    token_pattern = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="Per-person token: a regular expression a pasted token must match in full (empty: any token).",
     )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -127,6 +150,30 @@ class AssertionKey(models.Model):
         return self.kid
 
 
+class Connection(models.Model):
+    """A person's own credential at a per-person upstream (gateway.connections), sealed (gateway.crypto).
+
+    Only the person sets it (at /connect/); operators see that it exists and when it was last used,
+    never its value, and can delete it.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="upstream_connections")
+    upstream = models.ForeignKey(Upstream, on_delete=models.CASCADE, related_name="connections")
+    sealed_credential = models.TextField(editable=False)
+    connected_at = models.DateTimeField(default=timezone.now)
+    # Written at most once a minute per connection (gateway.connections.USE_RECORDED_EVERY), not on every call.
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["upstream__name", "user__email"]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "upstream"], name="gateway_connection_one_per_person"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} at {self.upstream}"
+
+
 @receiver([post_save, post_delete], sender=Upstream)
 def _upstream_changed(**kwargs: Any) -> None:
     """Other workers and replicas notice by polling (gateway.runtime); this one is told at once."""
@@ -140,3 +187,12 @@ def _unlocked_by(scope: str) -> list[str]:
 
 
 add_tool_catalog(_unlocked_by)
+
+
+def _personal_account_names() -> list[str]:
+    """For the consent page: the enabled upstreams people connect their own accounts at (/connect/)."""
+    upstreams = Upstream.objects.filter(enabled=True).exclude(credential=Credential.SHARED)
+    return list(upstreams.values_list("name", flat=True))
+
+
+add_personal_accounts(_personal_account_names)

@@ -227,6 +227,8 @@ class Hub:
         stdio_running = sum(1 for link in self.links.values() if link.config.transport == Transport.STDIO)
         for pk, config in wanted.items():
             if pk in self.links:
+                if config.per_person:
+                    self.links[pk].wake()  # someone may have connected: there may be a credential to list with now
                 continue
             link = Link(config, pool=self._require_pool(), stored=stored.get(pk), on_catalog=self._rebuild)
             self.links[pk] = link

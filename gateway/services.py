@@ -27,7 +27,7 @@ from .assertions import assertion_key_current
 from .catalog import SEPARATOR
 from .crypto import KeyMissing, seal
 from .link import UpstreamConfig, describe, probe
-from .models import NAME_PATTERN, Transport, Upstream
+from .models import NAME_PATTERN, Credential, Transport, Upstream
 from .runtime import exposed_names_elsewhere
 
 MAX_TIMEOUT = 600.0
@@ -65,6 +65,8 @@ class Field(StrEnum):
     SCOPES = "scopes"
     TIMEOUT = "timeout"
     IDENTITY_ASSERTION = "identity_assertion_header"
+    CREDENTIAL = "credential"
+    TOKEN_PATTERN = "token_pattern"  # noqa: S105 - a field name
     KEYS = "keys"  # MCPGATE_UPSTREAM_KEYS: not a field, a setting
 
 
@@ -223,6 +225,47 @@ def _check_assertion_header(header: str, *, transport: str, headers: Iterable[st
     return header
 
 
+def _check_credential(credential: str, *, transport: str, headers: Iterable[str]) -> Credential:
+    """Per person (gateway.connections): each call carries the caller's own ``Authorization``, which only
+    Streamable HTTP sends per request (gateway.percall), and which the operator's headers must leave free."""
+    try:
+        kind = Credential(credential)
+    except ValueError:
+        choices = ", ".join(choice.value for choice in Credential)
+        raise UpstreamInvalid(
+            f"credential must be one of {choices}, not {credential[:40]!r}", Field.CREDENTIAL
+        ) from None
+    if not kind.per_person:
+        return kind
+    option = "--per-person-token"
+    if transport != Transport.STREAMABLE_HTTP:
+        raise UpstreamInvalid(f"{option}: applies to Streamable HTTP upstreams (--url without --sse)", Field.CREDENTIAL)
+    if "authorization" in {name.lower() for name in headers}:
+        raise UpstreamInvalid(
+            f"{option}: each person's own token goes in Authorization; drop --header Authorization", Field.HEADERS
+        )
+    _sealed({"check": "the key is there"})  # people's tokens are sealed with MCPGATE_UPSTREAM_KEYS
+    return kind
+
+
+def _check_token_pattern(pattern: str, *, credential: Credential) -> str:
+    """``--token-pattern REGEX``: what a pasted token must match in full (Python ``re``), to catch a token
+    of the wrong service or a half-copied one before it is stored."""
+    pattern = pattern.strip()
+    if not pattern:
+        return ""
+    option = "--token-pattern"
+    if credential is not Credential.PERSON_TOKEN:
+        raise UpstreamInvalid(f"{option}: applies with --per-person-token", Field.TOKEN_PATTERN)
+    if len(pattern) > 500:
+        raise UpstreamInvalid(f"{option}: at most 500 characters", Field.TOKEN_PATTERN)
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise UpstreamInvalid(f"{option}: not a regular expression ({exc})", Field.TOKEN_PATTERN) from None
+    return pattern
+
+
 def _ensure_assertion_key() -> None:
     """The signing key exists before the first call needs it, so /.well-known/jwks.json has it already."""
     try:
@@ -239,10 +282,26 @@ def _sealed(values: Mapping[str, str]) -> str:
 
 
 def upstream_check_unprefixed(
-    *, name: str, target: Target, headers: Mapping[str, str], env: Mapping[str, str], timeout: float
+    *,
+    name: str,
+    target: Target,
+    headers: Mapping[str, str],
+    env: Mapping[str, str],
+    timeout: float,
+    credential: str = Credential.SHARED,
 ) -> None:
     """An empty prefix: connect once and refuse if any of the upstream's names is taken already (a local
-    tool's, or another upstream's in its stored catalog). Run outside an event loop (a command, a view)."""
+    tool's, or another upstream's in its stored catalog). Run outside an event loop (a command, a view).
+
+    Not for a per-person upstream: it cannot be listed before someone connects an account, so its names
+    cannot be checked now.
+    """
+    if credential != Credential.SHARED:
+        raise UpstreamInvalid(
+            '--prefix "": a per-person upstream cannot be listed before someone connects an account, so its '
+            "names cannot be checked; give it a prefix",
+            Field.PREFIX,
+        )
     config = UpstreamConfig(
         id=0,
         name=name,
@@ -288,6 +347,8 @@ def _described(upstream: Upstream) -> dict[str, Any]:
         "header_names": upstream.header_names,
         "env_names": upstream.env_names,
         "identity_assertion_header": upstream.identity_assertion_header,
+        "credential": upstream.credential,
+        "token_pattern": upstream.token_pattern,
     }
 
 
@@ -302,6 +363,8 @@ def upstream_create(
     env: Mapping[str, str] | None = None,
     timeout: float = 30.0,
     identity_assertion_header: str = "",
+    credential: str = Credential.SHARED,
+    token_pattern: str = "",
     enabled: bool = True,
     local_tools: Iterable[str] = (),
     actor: User | None = None,
@@ -315,6 +378,8 @@ def upstream_create(
     if env and target.transport != Transport.STDIO:
         raise UpstreamInvalid("--env applies to --command upstreams; give an HTTP upstream --header instead", Field.ENV)
     assertion_header = _check_assertion_header(identity_assertion_header, transport=target.transport, headers=headers)
+    kind = _check_credential(credential, transport=target.transport, headers=headers)
+    token_pattern = _check_token_pattern(token_pattern, credential=kind)
     with transaction.atomic():
         if assertion_header:
             _ensure_assertion_key()
@@ -337,6 +402,8 @@ def upstream_create(
             scopes=_check_scopes(scopes),
             timeout_seconds=_check_timeout(timeout),
             identity_assertion_header=assertion_header,
+            credential=kind,
+            token_pattern=token_pattern,
             enabled=enabled,
         )
         try:
@@ -358,6 +425,8 @@ def upstream_update(
     env: Mapping[str, str] | None = None,
     timeout: float | None = None,
     identity_assertion_header: str | None = None,
+    credential: str | None = None,
+    token_pattern: str | None = None,
     enabled: bool | None = None,
     local_tools: Iterable[str] = (),
     actor: User | None = None,
@@ -377,6 +446,8 @@ def upstream_update(
             env=env,
             timeout=timeout,
             identity_assertion_header=identity_assertion_header,
+            credential=credential,
+            token_pattern=token_pattern,
             enabled=enabled,
             local_tools=local_tools,
             actor=actor,
@@ -397,6 +468,8 @@ def _update(
     env: Mapping[str, str] | None,
     timeout: float | None,
     identity_assertion_header: str | None,
+    credential: str | None,
+    token_pattern: str | None,
     enabled: bool | None,
     local_tools: Iterable[str],
     actor: User | None,
@@ -440,6 +513,17 @@ def _update(
         )
         if upstream.identity_assertion_header:
             _ensure_assertion_key()
+        if credential is not None:
+            upstream.credential = credential
+        if token_pattern is not None:
+            upstream.token_pattern = token_pattern
+        kind = _check_credential(upstream.credential, transport=upstream.transport, headers=upstream.header_names)
+        upstream.credential = kind
+        if kind is not Credential.PERSON_TOKEN:
+            upstream.token_pattern = ""  # nothing is pasted any more
+        if not kind.per_person:
+            upstream.connections.all().delete()  # people's own tokens are not kept where nothing uses them
+        upstream.token_pattern = _check_token_pattern(upstream.token_pattern, credential=kind)
         try:
             upstream.save()
         except IntegrityError:

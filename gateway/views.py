@@ -1,12 +1,34 @@
-"""The gateway's one public page: the JWK Set upstreams verify identity assertions with."""
+"""The gateway's pages: the JWK Set upstreams verify identity assertions with, and /connect/, where people
+connect their own accounts at per-person upstreams (gateway.connections)."""
 
 from __future__ import annotations
 
-from django.http import HttpRequest, JsonResponse
-from django.views.decorators.cache import cache_control
-from django.views.decorators.http import require_safe
+import logging
+
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.cache import cache_control, never_cache
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
+
+from mcpgate.errors import PAGE_CSP
+from oauth_ext.models import User
 
 from .assertions import published_key_set
+from .connections import (
+    DisconnectReason,
+    TokenRejected,
+    connection_delete,
+    connection_token_save,
+    connections_of,
+)
+from .crypto import KeyMissing
+from .models import Upstream
+from .selectors import personal_upstream, personal_upstreams
+
+logger = logging.getLogger(__name__)
+
+CONNECT_LIST = "/connect/"
 
 
 @require_safe
@@ -18,3 +40,69 @@ def jwks(request: HttpRequest) -> JsonResponse:
     unknown ``kid`` (the key rotated since it fetched) fetches the set again.
     """
     return JsonResponse(published_key_set(), content_type="application/jwk-set+json")
+
+
+def _page(request: HttpRequest, template: str, context: dict[str, object], *, status: int = 200) -> HttpResponse:
+    response = render(request, template, context, status=status)
+    response["Content-Security-Policy"] = PAGE_CSP + "; form-action 'self'"
+    return response
+
+
+def _person(request: HttpRequest) -> User:
+    """The person signed in (``login_required`` ran first)."""
+    user = request.user
+    assert isinstance(user, User)
+    return user
+
+
+def _upstream_or_404(request: HttpRequest, name: str) -> Upstream:
+    """The per-person upstream ``name`` if this person may use it; anything else is the same 404 (an
+    upstream they may not use is not theirs to learn about)."""
+    upstream = personal_upstream(user=_person(request), name=name)
+    if upstream is None:
+        raise Http404("no such upstream")
+    return upstream
+
+
+@never_cache
+@login_required
+@require_safe
+def connect_list(request: HttpRequest) -> HttpResponse:
+    """Every per-person upstream this person may use, which of them are connected, and the buttons."""
+    upstreams = personal_upstreams(user=_person(request))
+    connections = connections_of(user=_person(request))
+    rows = [(upstream, connections.get(upstream.pk)) for upstream in upstreams]
+    return _page(request, "gateway/connect.html", {"rows": rows})
+
+
+@never_cache
+@login_required
+@require_http_methods(["GET", "HEAD", "POST"])
+def connect_upstream(request: HttpRequest, name: str) -> HttpResponse:
+    """One upstream: what connecting means, and the form to paste a token (a per-person-token upstream)."""
+    upstream = _upstream_or_404(request, name)
+    person = _person(request)
+    context: dict[str, object] = {"upstream": upstream, "connection": connections_of(user=person).get(upstream.pk)}
+    if request.method != "POST":
+        return _page(request, "gateway/connect_upstream.html", context)
+    try:
+        connection_token_save(user=person, upstream=upstream, token=request.POST.get("token", ""))
+    except TokenRejected as exc:
+        return _page(request, "gateway/connect_upstream.html", context | {"problem": str(exc)}, status=400)
+    except KeyMissing:
+        logger.error("a token for upstream %s could not be stored: MCPGATE_UPSTREAM_KEYS is not set", upstream.name)
+        problem = "mcpgate cannot store tokens right now; the people who run it have been told. Nothing was stored."
+        return _page(request, "gateway/connect_upstream.html", context | {"problem": problem}, status=503)
+    return HttpResponseRedirect(CONNECT_LIST)
+
+
+@never_cache
+@login_required
+@require_POST
+def connect_disconnect(request: HttpRequest, name: str) -> HttpResponse:
+    """Forget this person's credential at the upstream; their next call there asks them to connect again."""
+    upstream = _upstream_or_404(request, name)
+    connection = connections_of(user=_person(request)).get(upstream.pk)
+    if connection is not None:
+        connection_delete(connection=connection, reason=DisconnectReason.PERSON)
+    return HttpResponseRedirect(CONNECT_LIST)

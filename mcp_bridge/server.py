@@ -24,7 +24,15 @@ from pydantic_core import ErrorDetails
 from audit.models import AuditKind
 from audit.services import audit_record, audit_record_on_loop
 from gateway.assertions import AssertionUnavailable, identity_assertion
-from gateway.link import Link, UpstreamFailed
+from gateway.connections import (
+    CredentialUnavailable,
+    Held,
+    NotConnected,
+    connect_path,
+    connection_credential,
+    connection_refused,
+)
+from gateway.link import Failure, Link, UpstreamFailed
 from gateway.percall import call_headers
 from gateway.runtime import hub
 from mcpgate.asyncdb import AsyncDatabase
@@ -45,6 +53,14 @@ RESOURCE_NOT_FOUND = -32002  # MCP resources, "Error Handling"
 CONTEXT_KEY = "mcpgate.tool_context"
 OUTCOME_KEY = "mcpgate.outcome"
 DATABASE_KEY = "mcpgate.database"  # the endpoint's AsyncDatabase, when it has one
+
+
+# What stops a call for one person before it reaches the upstream, and its audit outcome.
+PERSON_PROBLEMS: dict[type[Exception], str] = {
+    AssertionUnavailable: "assertion_unavailable",
+    NotConnected: "not_connected",
+    CredentialUnavailable: "credential_unavailable",
+}
 
 
 @dataclass
@@ -229,11 +245,10 @@ async def call_upstream_tool(
     failure: MCPError | None = None
     with tracing.tool_span(params.name):
         try:
-            with call_headers(await per_call_headers(ctx, caller, link)):
-                result = await link.call_tool(params.name, arguments)
+            result = await _for_person(ctx, caller, link, lambda: link.call_tool(params.name, arguments))
             outcome = "error" if result.is_error else "ok"
-        except AssertionUnavailable as exc:
-            result, outcome = _error_result(str(exc)), "assertion_unavailable"
+        except tuple(PERSON_PROBLEMS) as exc:
+            result, outcome = _error_result(str(exc)), PERSON_PROBLEMS[type(exc)]
         except UpstreamFailed as exc:
             result, outcome = _error_result(exc.message), str(exc.failure)
         except MCPError as exc:
@@ -266,7 +281,7 @@ async def get_prompt(ctx: Any, params: types.GetPromptRequestParams) -> types.Ge
     link = hub.prompt(params.name, _tool_context(ctx).groups)
     if link is None:
         raise MCPError(types.INVALID_PARAMS, f"Unknown prompt: {params.name}")
-    return await _for_person(ctx, link, lambda: link.get_prompt(params.name, params.arguments))
+    return await _answered_for_person(ctx, link, lambda: link.get_prompt(params.name, params.arguments))
 
 
 async def list_resources(ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListResourcesResult:
@@ -285,7 +300,7 @@ async def read_resource(ctx: Any, params: types.ReadResourceRequestParams) -> ty
     link = hub.resource(params.uri, _tool_context(ctx).groups)
     if link is None:
         raise MCPError(RESOURCE_NOT_FOUND, "Resource not found", data={"uri": params.uri})
-    return await _for_person(ctx, link, lambda: link.read_resource(params.uri))
+    return await _answered_for_person(ctx, link, lambda: link.read_resource(params.uri))
 
 
 async def complete(ctx: Any, params: types.CompleteRequestParams) -> types.CompleteResult:
@@ -295,37 +310,78 @@ async def complete(ctx: Any, params: types.CompleteRequestParams) -> types.Compl
     link = hub.prompt(ref.name, groups) if isinstance(ref, types.PromptReference) else hub.resource(ref.uri, groups)
     if link is None:
         return types.CompleteResult(completion=types.Completion(values=[]))
-    return await _for_person(ctx, link, lambda: link.complete(params))
+    return await _answered_for_person(ctx, link, lambda: link.complete(params))
 
 
-async def per_call_headers(ctx: Any, caller: ToolContext, link: Link) -> dict[str, str]:
-    """What a request to ``link`` made for ``caller`` carries besides the upstream's own headers: the
-    signed identity assertion, when its operator configured one (gateway.assertions). A database outage
-    while the signing key is read is this request's 503; ``AssertionUnavailable`` is the caller's to answer.
+@dataclass(frozen=True)
+class Outgoing:
+    """What a request to an upstream made for one person carries besides the upstream's own headers."""
+
+    headers: dict[str, str]
+    held: Held | None = None  # the person's own credential (gateway.connections), when the upstream takes one
+
+
+async def per_call_headers(ctx: Any, caller: ToolContext, link: Link) -> Outgoing:
+    """The person's own credential at a per-person upstream (gateway.connections) and the signed identity
+    assertion, when its operator configured one (gateway.assertions). A database outage meanwhile is this
+    request's 503; ``NotConnected``, ``CredentialUnavailable`` and ``AssertionUnavailable`` are the caller's.
     """
-    header = link.config.identity_assertion_header
-    if not header:
-        return {}
+    config = link.config
+    headers: dict[str, str] = {}
+    held: Held | None = None
     try:
-        assertion = await identity_assertion(
-            issuer=caller.host.issuer,
-            audience=link.config.url,
-            subject=str(caller.user.pk),
-            email=caller.email,
-            groups=caller.groups,
-            client_id=caller.client.client_id,
-        )
+        if config.per_person:
+            held = await in_worker_thread(connection_credential)(user_id=caller.user.pk, upstream_id=config.id)
+            if held is None:
+                raise NotConnected(upstream=config.name, url=caller.host.url(connect_path(config.name)))
+            headers["Authorization"] = f"Bearer {held.token}"  # RFC 6750 §2.1
+        if config.identity_assertion_header:
+            headers[config.identity_assertion_header] = await identity_assertion(
+                issuer=caller.host.issuer,
+                audience=config.url,
+                subject=str(caller.user.pk),
+                email=caller.email,
+                groups=caller.groups,
+                client_id=caller.client.client_id,
+            )
     except TRANSIENT_DATABASE_ERRORS as exc:
-        raise database_unavailable(ctx, exc, f"signing an identity assertion for {link.config.name!r}") from None
-    return {header: assertion}
+        raise database_unavailable(ctx, exc, f"preparing a request to {config.name!r}") from None
+    return Outgoing(headers=headers, held=held)
 
 
-async def _for_person(ctx: Any, link: Link, request: Callable[[], Awaitable[T]]) -> T:
-    """``request()`` to ``link`` carrying the caller's per-call headers; an upstream's failure is -32603."""
+async def _for_person(ctx: Any, caller: ToolContext, link: Link, request: Callable[[], Awaitable[T]]) -> T:
+    """``request()`` to ``link`` carrying the caller's per-call headers.
+
+    A person's own credential that the upstream refuses (HTTP 401) is forgotten, and the person is told to
+    connect again: it stops being sent at once, rather than on every call until they notice.
+    """
+    outgoing = await per_call_headers(ctx, caller, link)
     try:
-        with call_headers(await per_call_headers(ctx, _tool_context(ctx), link)):
+        with call_headers(outgoing.headers):
             return await request()
-    except (UpstreamFailed, AssertionUnavailable) as exc:
+    except UpstreamFailed as exc:
+        if exc.failure is not Failure.CREDENTIAL_REFUSED or outgoing.held is None:
+            raise
+        try:
+            await in_worker_thread(connection_refused)(held=outgoing.held)
+        except TRANSIENT_DATABASE_ERRORS as db_exc:
+            raise database_unavailable(
+                ctx, db_exc, f"forgetting a refused credential for {link.config.name!r}"
+            ) from None
+        name = link.config.name
+        url = caller.host.url(connect_path(name))
+        raise UpstreamFailed(
+            Failure.CREDENTIAL_REFUSED,
+            f"{name} refused the credential you connected, so mcpgate has forgotten it. "
+            f"Connect again at {url} and call the tool again.",
+        ) from None
+
+
+async def _answered_for_person(ctx: Any, link: Link, request: Callable[[], Awaitable[T]]) -> T:
+    """``_for_person`` for prompts, resources and completions: what stops it is a JSON-RPC error (-32603)."""
+    try:
+        return await _for_person(ctx, _tool_context(ctx), link, request)
+    except (UpstreamFailed, AssertionUnavailable, NotConnected, CredentialUnavailable) as exc:
         raise MCPError(types.INTERNAL_ERROR, str(exc)) from None
 
 

@@ -16,6 +16,10 @@ urlpatterns = [
     path("", include("oauth_ext.urls", namespace="oauth2_provider")),
     # Identity assertion keys for upstreams (gateway.assertions): public, like the other /.well-known documents.
     path(".well-known/jwks.json", gateway_views.jwks, name="jwks"),
+    # People connect their own accounts at per-person upstreams (gateway.connections), behind oauth2-proxy.
+    path("connect/", gateway_views.connect_list, name="connect_list"),
+    path("connect/<slug:name>/", gateway_views.connect_upstream, name="connect_upstream"),
+    path("connect/<slug:name>/disconnect", gateway_views.connect_disconnect, name="connect_disconnect"),
     path("admin/", admin.site.urls),
     # Local sign-in when no oauth2-proxy is in front (make run).
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),

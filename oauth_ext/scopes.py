@@ -36,6 +36,21 @@ def tools_needing(scope: str) -> list[str]:
     return [title for catalog in _tool_catalogs for title in catalog(scope)]
 
 
+# Added by the gateway: the services whose tools act as the person's own account there, which the
+# consent page points to /connect/ for (issue 12).
+_personal_accounts: list[Callable[[], list[str]]] = []
+
+
+def add_personal_accounts(names: Callable[[], list[str]]) -> None:
+    if names not in _personal_accounts:
+        _personal_accounts.append(names)
+
+
+def personal_accounts() -> list[str]:
+    """Names of the services a person connects an account of their own at (the consent page)."""
+    return [name for names in _personal_accounts for name in names()]
+
+
 def all_scopes() -> dict[str, str]:
     return {**settings.MCPGATE_SCOPES, **_registered}
 

@@ -11,6 +11,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from gateway.connections import connections_delete_for_person
 from oauth_ext import services
 from oauth_ext.models import User
 
@@ -60,7 +61,15 @@ class UserAdmin(DjangoUserAdmin):
         url = reverse("admin:oauth_ext_consent_changelist") + f"?user__id__exact={obj.pk}"
         return format_html('<a href="{}">{}</a>', url, getattr(obj, "n_consents", 0))
 
-    @admin.action(description="Offboard: revoke all tokens and grants of the selected people")
+    @admin.action(
+        description="Offboard: revoke all tokens and grants of the selected people, and forget their upstream accounts"
+    )
     def revoke_all_tokens(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
-        n = sum(services.user_revoke_all_tokens(user=u, operator=request.user) for u in queryset)
-        self.message_user(request, f"Revoked {n} token(s) and code(s).", messages.SUCCESS)
+        people, operator = list(queryset), request.user
+        assert isinstance(operator, User)  # the console is for signed-in operators
+        n = sum(services.user_revoke_all_tokens(user=u, operator=operator) for u in people)
+        # Their own accounts at per-person upstreams (gateway.connections) go too: nothing acts as them any more.
+        accounts = sum(connections_delete_for_person(user=u, operator=operator) for u in people)
+        self.message_user(
+            request, f"Revoked {n} token(s) and code(s); forgot {accounts} upstream account(s).", messages.SUCCESS
+        )

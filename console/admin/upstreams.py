@@ -19,9 +19,10 @@ from django.utils import timezone
 from django.utils.safestring import SafeString
 
 from gateway.assertions import RETIRED_KEPT
+from gateway.connections import DisconnectReason, connection_delete
 from gateway.crypto import KeyMissing, SealBroken, unseal
 from gateway.hooks import reserved_names
-from gateway.models import AssertionKey, Transport, Upstream, UpstreamStatus
+from gateway.models import AssertionKey, Connection, Credential, Transport, Upstream, UpstreamStatus
 from gateway.services import (
     Field,
     Target,
@@ -50,6 +51,8 @@ FIELD_OF_REFUSAL = {
     Field.SCOPES: "scopes",
     Field.TIMEOUT: "timeout",
     Field.IDENTITY_ASSERTION: "identity_assertion_header",
+    Field.CREDENTIAL: "credential",
+    Field.TOKEN_PATTERN: "token_pattern",
 }
 
 
@@ -115,6 +118,19 @@ class UpstreamForm(forms.Form):
         help_text="For Streamable HTTP upstreams: a header (e.g. X-Mcpgate-Identity) that carries, on each call "
         "made for a person, a signed 60-second JWT naming them (sub, email, groups, client_id), which the "
         "upstream verifies against /.well-known/jwks.json. Blank: none is sent.",
+    )
+    credential = forms.ChoiceField(
+        label="Whose account",
+        choices=Credential.choices,
+        initial=Credential.SHARED,
+        help_text="Per person (Streamable HTTP): each person connects their own account at /connect/NAME/ and "
+        "their calls carry it as Authorization: Bearer. Changing back to shared deletes the people's tokens.",
+    )
+    token_pattern = forms.CharField(
+        max_length=500,
+        required=False,
+        help_text="Per-person token: a regular expression a pasted token must match in full, e.g. "
+        "lin_api_[A-Za-z0-9]{40}. Blank: any token.",
     )
     enabled = forms.BooleanField(
         required=False, initial=True, help_text="Untick to stop serving it without removing it."
@@ -253,6 +269,8 @@ def initial_of(upstream: Upstream) -> dict[str, Any]:
         "scopes": list(upstream.scopes),
         "timeout": upstream.timeout_seconds,
         "identity_assertion_header": upstream.identity_assertion_header,
+        "credential": upstream.credential,
+        "token_pattern": upstream.token_pattern,
         "enabled": upstream.enabled,
     }
 
@@ -367,6 +385,7 @@ class UpstreamAdmin(admin.ModelAdmin):
                         headers=data["headers"],
                         env=data["env"],
                         timeout=data["timeout"],
+                        credential=data["credential"],
                     )
                 upstream = upstream_create(
                     name=data["name"],
@@ -378,6 +397,8 @@ class UpstreamAdmin(admin.ModelAdmin):
                     env=data["env"],
                     timeout=data["timeout"],
                     identity_assertion_header=data["identity_assertion_header"],
+                    credential=data["credential"],
+                    token_pattern=data["token_pattern"],
                     local_tools=reserved_names(),
                     actor=request.user,  # type: ignore[arg-type]  # an operator: signed in
                 )
@@ -419,6 +440,7 @@ class UpstreamAdmin(admin.ModelAdmin):
                         headers=stored(upstream.sealed_headers) if headers is None else headers,
                         env=stored(upstream.sealed_env) if env is None else env,
                         timeout=data["timeout"],
+                        credential=data["credential"],
                     )
                 upstream_update(
                     upstream=upstream,
@@ -430,6 +452,8 @@ class UpstreamAdmin(admin.ModelAdmin):
                     env=env,
                     timeout=data["timeout"],
                     identity_assertion_header=data["identity_assertion_header"],
+                    credential=data["credential"],
+                    token_pattern=data["token_pattern"],
                     enabled=data["enabled"],
                     local_tools=reserved_names(),
                     actor=request.user,  # type: ignore[arg-type]  # an operator: signed in
@@ -486,3 +510,24 @@ class AssertionKeyAdmin(ReadOnlyAdmin):
         if key.retired_at is None or key.retired_at > now:
             return "signing"
         return f"retired; published until {key.retired_at + RETIRED_KEPT:%Y-%m-%d %H:%M} UTC"
+
+
+@admin.register(Connection)
+class ConnectionAdmin(ReadOnlyAdmin):
+    """Who has connected their own account at which per-person upstream (gateway.connections), and when it
+    was last used; revocable. The credential itself is never shown."""
+
+    list_display = ("user", "upstream", "connected_at", "last_used_at")
+    list_filter = ("upstream",)
+    search_fields = ("user__email", "user__username", "upstream__name")
+    fields = ("user", "upstream", "connected_at", "last_used_at")
+    readonly_fields = fields
+    list_select_related = ("user", "upstream")
+    actions = ("revoke",)
+
+    @admin.action(description="Revoke selected connections (the person must connect again)")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
+        connections = list(queryset.select_related("user", "upstream"))
+        for connection in connections:
+            connection_delete(connection=connection, reason=DisconnectReason.OPERATOR, operator=request.user)  # type: ignore[arg-type]
+        self.message_user(request, f"Revoked {len(connections)} connection(s).", messages.SUCCESS)

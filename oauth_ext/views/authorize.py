@@ -29,7 +29,7 @@ from ..authorization import (
     consent_forced,
 )
 from ..models import Client
-from ..scopes import all_scopes, tools_needing
+from ..scopes import all_scopes, personal_accounts, tools_needing
 from ..text import NUL_IN_REQUEST, contains_nul, nul_in_parameters
 from .common import (
     INCOMPLETE_CONSENT,
@@ -201,6 +201,7 @@ class AuthorizeView(AuthorizationView):
                 "operator_made": client is not None and client.registration_source == Client.RegistrationSource.MANUAL,
                 "loopback_only": client is not None and client.is_loopback_only,
                 "host": host_for_request(self.request),
+                "personal_accounts": personal_accounts() if client is not None else [],
             }
         )
         return context

@@ -34,7 +34,8 @@ from oauth2_provider.models import (
 from audit.models import AuditEvent
 from console.admin import audit, clients, credentials, people, policy, upstreams
 from console.site import OperatorsAdminSite
-from gateway.models import AssertionKey, Transport, Upstream
+from gateway.connections import connection_token_save
+from gateway.models import AssertionKey, Connection, Credential, Transport, Upstream
 from gateway.services import Target, upstream_create
 from oauth_ext.models import Client, Consent, RedirectAllowlistEntry, User
 from tests.conftest import ALICE, INTERNAL, Flow, proxy_headers
@@ -56,6 +57,7 @@ CONSOLE_ADMINS: dict[type[Model], type[admin.ModelAdmin]] = {
     AuditEvent: audit.AuditEventAdmin,
     Upstream: upstreams.UpstreamAdmin,
     AssertionKey: upstreams.AssertionKeyAdmin,
+    Connection: upstreams.ConnectionAdmin,
 }
 
 # Queries per change list, as measured on SQLite (and met on PostgreSQL) with the rows of the
@@ -74,6 +76,7 @@ CHANGELIST_BUDGETS = {
     "audit_auditevent": 11,
     "gateway_upstream": 9,
     "gateway_assertionkey": 7,
+    "gateway_connection": 9,
 }
 
 # The admin classes DOT's admin module defines (not those it imports).
@@ -116,7 +119,8 @@ def test_no_model_is_shown_by_dots_own_admin_with_its_masked_tokens() -> None:
 
 @pytest.fixture
 def alice_holds_everything(public_client: Client, flow: Flow) -> None:
-    """A grant, an access and a refresh token, a pending code, an ID token, an upstream and their audit trail."""
+    """A grant, an access and a refresh token, a pending code, an ID token, two upstreams (one she connected
+    her own account at) and their audit trail."""
     flow.get_tokens(public_client.client_id)
     flow.authorize_code(public_client.client_id)
     get_id_token_model().objects.create(
@@ -130,6 +134,12 @@ def alice_holds_everything(public_client: Client, flow: Flow) -> None:
         target=Target(Transport.STREAMABLE_HTTP, url="https://github.example/mcp"),
         identity_assertion_header="X-Mcpgate-Identity",  # and so its signing key
     )
+    linear = upstream_create(
+        name="linear",
+        target=Target(Transport.STREAMABLE_HTTP, url="https://linear.example/mcp"),
+        credential=Credential.PERSON_TOKEN,
+    )
+    connection_token_save(user=User.objects.get(username=ALICE), upstream=linear, token="lin_api_alice")
 
 
 @pytest.mark.parametrize("model", CHANGELIST_BUDGETS)

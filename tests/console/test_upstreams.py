@@ -72,6 +72,7 @@ def add_form(**fields: Any) -> dict[str, Any]:
         "timeout": "30",
         "headers": "",
         "env": "",
+        "credential": "shared",
         **fields,
     }
 
@@ -90,6 +91,8 @@ def change_form(upstream: Upstream, **fields: Any) -> dict[str, Any]:
         "scopes": list(upstream.scopes),
         "timeout": str(upstream.timeout_seconds),
         "enabled": "on" if upstream.enabled else "",
+        "credential": upstream.credential,
+        "token_pattern": upstream.token_pattern,
         "headers": "",
         "env": "",
         **fields,
@@ -619,3 +622,26 @@ def test_the_assertion_keys_are_listed_with_their_state_read_only_and_without_th
     assert olivia.get(reverse("admin:gateway_assertionkey_add")).status_code == 403
     detail = olivia.get(reverse("admin:gateway_assertionkey_change", args=[signing.pk])).content.decode()
     assert signing.sealed_private_key not in detail and "P-256" in detail  # the public JWK, shown
+
+
+def test_whose_account_and_the_token_pattern_are_set_changed_and_refused_on_the_forms(olivia: Console) -> None:
+    page = add(olivia, credential="person_token", token_pattern=r"lin_api_\w{40}")
+    assert page.status_code == 302, field_errors(page)
+    upstream = Upstream.objects.get()
+    assert (upstream.credential, upstream.token_pattern) == ("person_token", r"lin_api_\w{40}")
+    shown = olivia.get(reverse("admin:gateway_upstream_change", args=[upstream.pk])).content.decode()
+    assert 'value="person_token" selected' in shown and r"lin_api_\w{40}" in shown
+
+    page = change(olivia, upstream, token_pattern="lin_api_[")
+    assert field_errors(page) == {
+        "token_pattern": ["--token-pattern: not a regular expression (unterminated character set at position 8)"]
+    }
+    page = change(olivia, upstream, headers="Authorization: Bearer shared")
+    assert field_errors(page) == {
+        "headers": ["--per-person-token: each person's own token goes in Authorization; drop --header Authorization"]
+    }
+    assert Upstream.objects.get().token_pattern == r"lin_api_\w{40}"
+
+    page = change(olivia, upstream, credential="shared")
+    assert page.status_code == 302, field_errors(page)
+    assert (Upstream.objects.get().credential, Upstream.objects.get().token_pattern) == ("shared", "")

@@ -25,9 +25,11 @@ from django.db import connection
 from django.utils import timezone
 
 from audit.models import AuditEvent, AuditKind
+from gateway.connections import connection_token_save
 from gateway.crypto import unseal
-from gateway.models import AssertionKey, Transport, Upstream, UpstreamStatus
+from gateway.models import AssertionKey, Connection, Transport, Upstream, UpstreamStatus
 from gateway.services import target_from, upstream_create
+from oauth_ext.models import User
 from tests.e2e.server import REPO, database_env, free_port
 
 SECRET = "sk-live-command-secret-0123456789"
@@ -401,6 +403,8 @@ def test_the_list_is_one_json_line_per_upstream_with_health_and_no_credentials(k
             "header_names": ["Authorization"],
             "env_names": [],
             "identity_assertion_header": "",
+            "credential": "shared",
+            "token_pattern": "",
             "enabled": True,
             "timeout_seconds": 30.0,
             "health": {
@@ -422,6 +426,8 @@ def test_the_list_is_one_json_line_per_upstream_with_health_and_no_credentials(k
             "header_names": [],
             "env_names": ["API_KEY"],
             "identity_assertion_header": "",
+            "credential": "shared",
+            "token_pattern": "",
             "enabled": True,
             "timeout_seconds": 30.0,
             "health": None,
@@ -548,3 +554,78 @@ def test_rotate_upstream_keys_reseals_the_assertion_signing_keys_too(key: str, s
 
     settings.MCPGATE_UPSTREAM_KEYS = [new]
     assert unseal(AssertionKey.objects.get().sealed_private_key)["pem"].startswith("-----BEGIN PRIVATE KEY-----")
+
+
+# ---------------------------------------------------------------------------
+# add_upstream --per-person-token (gateway.connections)
+# ---------------------------------------------------------------------------
+@pytest.mark.django_db
+def test_a_per_person_token_upstream_is_stored_with_its_pattern_and_audited(key: str) -> None:
+    out = run("add_upstream", "linear", "--url", HTTP_URL, "--per-person-token", "--token-pattern", r"lin_api_\w{40}")
+
+    assert json.loads(out) == {"name": "linear", "prefix": "linear", "transport": "streamable_http"}
+    upstream = Upstream.objects.get()
+    assert (upstream.credential, upstream.token_pattern) == ("person_token", r"lin_api_\w{40}")
+    added = AuditEvent.objects.get(event=AuditKind.UPSTREAM_ADDED)
+    assert (added.detail["credential"], added.detail["token_pattern"]) == ("person_token", r"lin_api_\w{40}")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            ["--command", "npx -y some-server", "--per-person-token"],
+            "--per-person-token: applies to Streamable HTTP upstreams (--url without --sse)",
+        ),
+        (
+            ["--url", HTTP_URL, "--sse", "--per-person-token"],
+            "--per-person-token: applies to Streamable HTTP upstreams (--url without --sse)",
+        ),
+        (
+            ["--url", HTTP_URL, "--per-person-token", "--header", "Authorization: Bearer shared"],
+            "--per-person-token: each person's own token goes in Authorization; drop --header Authorization",
+        ),
+        (
+            ["--url", HTTP_URL, "--token-pattern", "lin_api_.*"],
+            "--token-pattern: applies with --per-person-token",
+        ),
+        (
+            ["--url", HTTP_URL, "--per-person-token", "--token-pattern", "lin_api_[a-z"],
+            "--token-pattern: not a regular expression (unterminated character set at position 8)",
+        ),
+        (
+            ["--url", HTTP_URL, "--per-person-token", "--prefix", ""],
+            '--prefix "": a per-person upstream cannot be listed before someone connects an account, so its '
+            "names cannot be checked; give it a prefix",
+        ),
+    ],
+    ids=["stdio", "sse", "shared-authorization", "pattern-alone", "bad-pattern", "unprefixed"],
+)
+def test_a_per_person_token_option_that_cannot_work_is_refused_and_nothing_stored(
+    key: str, options: list[str], message: str
+) -> None:
+    assert refused("add_upstream", "linear", *options) == message
+    assert not Upstream.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_per_person_token_upstream_without_upstream_keys_is_refused(settings: Any) -> None:
+    settings.MCPGATE_UPSTREAM_KEYS = []
+    message = refused("add_upstream", "linear", "--url", HTTP_URL, "--per-person-token")
+    assert message.startswith("MCPGATE_UPSTREAM_KEYS is not set")
+    assert not Upstream.objects.exists()
+
+
+@pytest.mark.django_db
+def test_rotate_upstream_keys_reseals_the_peoples_tokens_too(key: str, settings: Any) -> None:
+    run("add_upstream", "linear", "--url", HTTP_URL, "--per-person-token")
+    alice = User.objects.create(username="alice@example.com", email="alice@example.com")
+    connection_token_save(user=alice, upstream=Upstream.objects.get(), token="lin_api_alice")
+    new = Fernet.generate_key().decode()
+    settings.MCPGATE_UPSTREAM_KEYS = [new, key]
+
+    assert run("rotate_upstream_keys") == json.dumps({"resealed": 2}) + "\n"  # the upstream, Alice's token
+
+    settings.MCPGATE_UPSTREAM_KEYS = [new]
+    assert unseal(Connection.objects.get().sealed_credential) == {"token": "lin_api_alice"}

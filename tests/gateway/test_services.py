@@ -372,6 +372,8 @@ def test_adding_writes_one_audit_row_describing_the_upstream_without_credentials
         "header_names": ["Authorization"],
         "env_names": [],
         "identity_assertion_header": "",
+        "credential": "shared",
+        "token_pattern": "",
     }
     assert SECRET not in audit_text()
 

@@ -8,6 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from gateway.hooks import reserved_names
+from gateway.models import Credential
 from gateway.services import (
     UpstreamInvalid,
     parse_env,
@@ -46,6 +47,19 @@ class Command(BaseCommand):
             help="Streamable HTTP: send in HEADER, on each call made for a person, a signed 60-second JWT "
             "naming them (verify it against /.well-known/jwks.json).",
         )
+        parser.add_argument(
+            "--per-person-token",
+            action="store_true",
+            help="Streamable HTTP: each person pastes a token of their own at /connect/NAME/, sent on their calls "
+            "as Authorization: Bearer (stored encrypted).",
+        )
+        parser.add_argument(
+            "--token-pattern",
+            metavar="REGEX",
+            default="",
+            help="With --per-person-token: a regular expression a pasted token must match in full, "
+            r"e.g. 'lin_api_[A-Za-z0-9]{40}'.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -53,9 +67,15 @@ class Command(BaseCommand):
             headers = dict(parse_header(h) for h in options["header"])
             env = dict(parse_env(e) for e in options["env"])
             name = options["name"]
+            credential = Credential.PERSON_TOKEN if options["per_person_token"] else Credential.SHARED
             if options["prefix"] == "":
                 upstream_check_unprefixed(
-                    name=name, target=target, headers=headers, env=env, timeout=options["timeout"]
+                    name=name,
+                    target=target,
+                    headers=headers,
+                    env=env,
+                    timeout=options["timeout"],
+                    credential=credential,
                 )
             upstream = upstream_create(
                 name=name,
@@ -67,6 +87,8 @@ class Command(BaseCommand):
                 env=env,
                 timeout=options["timeout"],
                 identity_assertion_header=options["identity_assertion"],
+                credential=credential,
+                token_pattern=options["token_pattern"],
                 local_tools=reserved_names(),
             )
         except UpstreamInvalid as exc:

@@ -1,4 +1,5 @@
-"""``manage.py rotate_upstream_keys``: re-seal every upstream credential (and assertion key) with the first key."""
+"""``manage.py rotate_upstream_keys``: re-seal every upstream credential, assertion key and person's upstream token
+with the first key."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from gateway.crypto import KeyMissing, SealBroken, reseal
-from gateway.models import AssertionKey, Upstream
+from gateway.models import AssertionKey, Connection, Upstream
 
 
 class Command(BaseCommand):
@@ -33,6 +34,12 @@ class Command(BaseCommand):
                 # The identity assertion signing keys are sealed with the same keys (gateway.assertions).
                 for key in AssertionKey.objects.select_for_update().order_by("pk"):
                     AssertionKey.objects.filter(pk=key.pk).update(sealed_private_key=reseal(key.sealed_private_key))
+                    count += 1
+                # And the people's own tokens at per-person upstreams (gateway.connections).
+                for connection in Connection.objects.select_for_update().order_by("pk").only("sealed_credential"):
+                    Connection.objects.filter(pk=connection.pk).update(
+                        sealed_credential=reseal(connection.sealed_credential)
+                    )
                     count += 1
         except (KeyMissing, SealBroken) as exc:
             raise CommandError(f"{exc}; nothing was changed") from None
