@@ -1,17 +1,27 @@
-"""People's own accounts at per-person upstreams (issue 12): connect, use on their calls, disconnect.
+"""People's own accounts at per-person upstreams (issue 12): connect, use on their calls, refresh, disconnect.
 
 An upstream whose ``credential`` is per person is called, for each person, with that person's own
 token as ``Authorization: Bearer`` (RFC 6750 §2.1), added to the one request it is for
 (gateway.percall), never the MCP client's token for mcpgate (MCP authorization, "Access Token
-Privilege Restriction"). The token is sealed at rest (gateway.crypto), shown to nobody after it is
-pasted, and deleted when the person disconnects, when an operator revokes it or offboards the person,
-and when the upstream refuses it (HTTP 401: the person is asked to connect again).
+Privilege Restriction"). The token is one the person pasted (``PERSON_TOKEN``) or one the upstream's
+authorization server gave mcpgate after the person signed in there (``PERSON_OAUTH``,
+gateway.upstream_oauth), refreshed shortly before it expires with at most one refresh in flight per
+(person, upstream) across workers and replicas: the refresh runs under a lock on the connection's row
+(``SELECT … FOR UPDATE`` on PostgreSQL; SQLite's write lock, its transactions being IMMEDIATE), and
+whoever waited for it uses the token it left. A single-use refresh token is never sent twice.
+
+Tokens are sealed at rest (gateway.crypto), shown to nobody, and deleted when the person disconnects,
+when an operator revokes them or offboards the person, when the upstream refuses the access token
+(HTTP 401) and when its authorization server refuses the refresh: the person is asked to connect again.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import secrets
+import time
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -28,6 +38,16 @@ from oauth_ext.models import User
 from . import hooks
 from .crypto import KeyMissing, SealBroken, seal, unseal
 from .models import Connection, Credential, Upstream
+from .upstream_oauth import (
+    Endpoints,
+    OAuthClient,
+    OAuthFailed,
+    Pkce,
+    Problem,
+    authorization_url,
+    exchange_code,
+    refresh,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +55,12 @@ logger = logging.getLogger(__name__)
 # every call would add a statement to each of them.
 USE_RECORDED_EVERY = timedelta(minutes=1)
 MAX_TOKEN_LENGTH = 4096
+# An access token is refreshed this long before it expires, so a call never carries one that lapses on the way.
+REFRESH_AHEAD = timedelta(seconds=60)
+# Connections a person has started at /connect/ and not finished (in their session, by ``state``).
+PENDING_KEY = "mcpgate.connect"
+PENDING_SECONDS = 600
+PENDING_MAX = 5
 # What an HTTP field value can carry without any doubt (RFC 9110 §5.5 visible characters), so a pasted
 # token is sent as it was pasted: printable ASCII, no spaces (RFC 6750 §2.1's b64token is narrower still).
 _TOKEN_CHARACTERS = re.compile(r"[\x21-\x7e]+")
@@ -46,7 +72,7 @@ class DisconnectReason(StrEnum):
     PERSON = "person"  # at /connect/
     OPERATOR = "operator"  # revoked in the console
     OFFBOARDED = "offboarded"  # the console's offboarding of the person
-    REFUSED = "refused"  # the upstream answered 401 to it
+    REFUSED = "refused"  # the upstream answered 401 to it, or its authorization server refused the refresh
 
 
 class TokenRejected(Exception):
@@ -56,11 +82,34 @@ class TokenRejected(Exception):
 class NotConnected(Exception):
     """The person has not connected their account at a per-person upstream; the message says where to."""
 
-    def __init__(self, *, upstream: str, url: str) -> None:
-        super().__init__(
-            f"This tool acts as your own {upstream} account, which you have not connected to mcpgate. "
-            f"Connect it at {url} and call the tool again."
-        )
+    def __init__(self, *, upstream: str, url: str, ended: bool = False) -> None:
+        if ended:
+            message = (
+                f"{upstream} no longer accepts the account you connected, so mcpgate has forgotten it. "
+                f"Connect again at {url} and call the tool again."
+            )
+        else:
+            message = (
+                f"This tool acts as your own {upstream} account, which you have not connected to mcpgate. "
+                f"Connect it at {url} and call the tool again."
+            )
+        super().__init__(message)
+
+
+class ConnectionEnded(Exception):
+    """The upstream's authorization server refused to renew the person's access: the connection was deleted."""
+
+    def __init__(self, *, upstream: str) -> None:
+        super().__init__(upstream)
+        self.upstream = upstream
+
+
+class ConnectRefused(Exception):
+    """A /connect/ callback that stores nothing; the message is for the person, ``status`` the page's."""
+
+    def __init__(self, message: str, *, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class CredentialUnavailable(Exception):
@@ -97,14 +146,20 @@ def connection_token_save(*, user: User, upstream: Upstream, token: str) -> Conn
     problem = token_problem(upstream=upstream, token=token)
     if problem is not None:
         raise TokenRejected(problem)
+    return _store(user=user, upstream=upstream, credential={"access_token": token}, expires_at=None)
+
+
+def _store(*, user: User, upstream: Upstream, credential: dict[str, str], expires_at: datetime | None) -> Connection:
+    """Seal and store the person's credential at ``upstream`` (replacing theirs), audited."""
     with transaction.atomic():
         connection, created = Connection.objects.update_or_create(
             user=user,
             upstream=upstream,
             defaults={
-                "sealed_credential": seal({"token": token}),
+                "sealed_credential": seal(credential),
                 "connected_at": timezone.now(),
                 "last_used_at": None,
+                "expires_at": expires_at,
             },
         )
         audit_record(
@@ -113,6 +168,112 @@ def connection_token_save(*, user: User, upstream: Upstream, token: str) -> Conn
     # An upstream nobody had connected yet could not be listed (gateway.runtime): this worker tries at once.
     transaction.on_commit(hooks.announce)
     return connection
+
+
+# ---------------------------------------------------------------------------
+# Per-person OAuth: the person signs in at the upstream's authorization server
+# ---------------------------------------------------------------------------
+def oauth_client_of(upstream: Upstream) -> OAuthClient:
+    """mcpgate's client registration at ``upstream``'s authorization server, its secret opened."""
+    try:
+        secret = unseal(upstream.sealed_oauth_client_secret).get("secret", "")
+    except (KeyMissing, SealBroken) as exc:
+        logger.error("the OAuth client secret of upstream %s cannot be opened: %s", upstream.name, exc)
+        raise CredentialUnavailable(
+            f"mcpgate cannot open its own credentials for {upstream.name}; its operator has been told."
+        ) from None
+    return OAuthClient(
+        client_id=upstream.oauth_client_id,
+        client_secret=secret,
+        endpoints=Endpoints(
+            authorization_url=upstream.authorization_url, token_url=upstream.token_url, issuer=upstream.oauth_issuer
+        ),
+        resource=upstream.url,
+        scopes=tuple(upstream.upstream_scopes),
+    )
+
+
+def connection_oauth_start(
+    *, user: User, upstream: Upstream, session: MutableMapping[str, Any], redirect_uri: str
+) -> str:
+    """Where to send the person to sign in at the upstream (RFC 6749 §4.1.1 with PKCE and RFC 8707).
+
+    ``state`` is random, kept in the person's own session with the PKCE verifier, and good for one
+    callback within ``PENDING_SECONDS`` (RFC 6749 §10.12, RFC 9700 §4.7.1): another person's, a replayed
+    or a forged one matches nothing.
+    """
+    client = oauth_client_of(upstream)
+    state, pkce = secrets.token_urlsafe(32), Pkce.make()
+    now = time.time()
+    pending = {
+        key: entry
+        for key, entry in dict(session.get(PENDING_KEY, {})).items()
+        if isinstance(entry, dict) and now - float(entry.get("at", 0)) < PENDING_SECONDS
+    }
+    kept = sorted(pending.items(), key=lambda item: float(item[1]["at"]))[-(PENDING_MAX - 1) :]
+    session[PENDING_KEY] = dict(kept) | {
+        state: {"upstream": upstream.pk, "person": user.pk, "verifier": pkce.verifier, "at": now, "to": redirect_uri}
+    }
+    return authorization_url(client, state=state, pkce=pkce, redirect_uri=redirect_uri)
+
+
+def connection_oauth_finish(
+    *, user: User, upstream: Upstream, session: MutableMapping[str, Any], query: Mapping[str, str]
+) -> Connection:
+    """The callback: the authorization response checked against what this person started (``state``, used
+    up whatever happens), the code exchanged with the PKCE verifier, the tokens sealed and stored.
+    Raises ``ConnectRefused`` (nothing stored)."""
+    name = upstream.name
+    state = query.get("state", "")
+    pending = dict(session.get(PENDING_KEY, {}))
+    entry = pending.pop(state, None) if state else None
+    session[PENDING_KEY] = pending
+    if (
+        not isinstance(entry, dict)
+        or time.time() - float(entry.get("at", 0)) > PENDING_SECONDS
+        or entry.get("person") != user.pk
+        or entry.get("upstream") != upstream.pk
+    ):
+        raise ConnectRefused(
+            f"This answer from {name}'s sign-in does not match a connection you started here, or it was used "
+            "already, or it is too old. Nothing was stored; start again."
+        )
+    error = query.get("error", "")
+    if error:
+        raise ConnectRefused(f"{name} did not connect your account ({_printable(error, 60)}). Nothing was stored.")
+    issuer = upstream.oauth_issuer
+    if issuer and "iss" in query and query["iss"] != issuer:
+        # RFC 9207 §2.4: an answer from another authorization server than the one the person was sent to.
+        raise ConnectRefused(f"This answer did not come from {name}'s sign-in. Nothing was stored; start again.")
+    code = query.get("code", "")
+    if not code:
+        raise ConnectRefused(f"{name}'s sign-in answered without an authorization code. Nothing was stored.")
+    try:
+        token = exchange_code(
+            oauth_client_of(upstream), code=code, pkce=Pkce(verifier=str(entry["verifier"])), redirect_uri=entry["to"]
+        )
+    except OAuthFailed as exc:
+        status = 400 if exc.problem is Problem.REFUSED else 502
+        message = f"{name}'s sign-in did not give mcpgate access: {exc}. Nothing was stored."
+        raise ConnectRefused(message, status=status) from None
+    except CredentialUnavailable as exc:
+        raise ConnectRefused(str(exc), status=503) from None
+    return _store(user=user, upstream=upstream, credential=_sealable(token), expires_at=_expiry(token.expires_in))
+
+
+def _sealable(token: Any) -> dict[str, str]:
+    credential = {"access_token": token.access_token}
+    if token.refresh_token:
+        credential["refresh_token"] = token.refresh_token
+    return credential
+
+
+def _expiry(expires_in: int | None) -> datetime | None:
+    return timezone.now() + timedelta(seconds=expires_in) if expires_in else None
+
+
+def _printable(text: str, limit: int) -> str:
+    return "".join(c for c in text[:limit] if c.isprintable())
 
 
 def connection_delete(*, connection: Connection, reason: DisconnectReason, operator: User | None = None) -> None:
@@ -174,22 +335,72 @@ def connection_refused(*, held: Held) -> bool:
 def connection_credential(*, user_id: int, upstream_id: int) -> Held | None:
     """The person's credential at the upstream for one call, or None when they have not connected.
 
-    One statement, and a second at most once a minute per connection (``last_used_at``). Raises
-    ``CredentialUnavailable`` when the stored token cannot be opened.
+    One statement; a second at most once a minute per connection (``last_used_at``); and, for an access
+    token about to expire, the refresh (``_renewed``). Raises ``ConnectionEnded`` when the upstream's
+    server refused the refresh and ``CredentialUnavailable`` when the token cannot be opened or renewed.
     """
     row = (
         Connection.objects.filter(user_id=user_id, upstream_id=upstream_id)
-        .values_list("pk", "sealed_credential", "connected_at", "last_used_at")
+        .values_list("pk", "sealed_credential", "connected_at", "last_used_at", "expires_at")
         .first()
     )
     if row is None:
         return None
-    pk, sealed, connected_at, last_used_at = row
-    held = Held(connection_id=pk, connected_at=connected_at, token=_opened(sealed))
+    pk, sealed, connected_at, last_used_at, expires_at = row
+    held = _renewed(pk) if _due(expires_at) else _held(pk, connected_at, _opened(sealed))
     now = timezone.now()
-    if last_used_at is None or now - last_used_at >= USE_RECORDED_EVERY:
+    if held is not None and (last_used_at is None or now - last_used_at >= USE_RECORDED_EVERY):
         Connection.objects.filter(pk=pk).update(last_used_at=now)
     return held
+
+
+def _due(expires_at: datetime | None) -> bool:
+    return expires_at is not None and expires_at - REFRESH_AHEAD <= timezone.now()
+
+
+def _held(pk: int, connected_at: datetime, credential: dict[str, str]) -> Held:
+    return Held(connection_id=pk, connected_at=connected_at, token=credential["access_token"])
+
+
+def _renewed(pk: int) -> Held | None:
+    """The connection's access token renewed (RFC 6749 §6) under a lock on its row, unless whoever held the
+    lock before renewed it already. A refusal deletes the connection (``ConnectionEnded``)."""
+    with transaction.atomic():
+        connection = Connection.objects.select_for_update().select_related("upstream", "user").filter(pk=pk).first()
+        if connection is None:
+            return None
+        credential = _opened(connection.sealed_credential)
+        if not _due(connection.expires_at):
+            return _held(pk, connection.connected_at, credential)
+        upstream = connection.upstream
+        failure: OAuthFailed | None = None
+        if "refresh_token" in credential:
+            try:
+                token = refresh(oauth_client_of(upstream), refresh_token=credential["refresh_token"])
+            except OAuthFailed as exc:
+                failure = exc
+            else:
+                # Without a new refresh token the old one stays good (RFC 6749 §6); with one, the old is spent.
+                renewed = _sealable(token)
+                renewed.setdefault("refresh_token", credential["refresh_token"])
+                connection.sealed_credential = seal(renewed)
+                connection.expires_at = _expiry(token.expires_in)
+                connection.save(update_fields=["sealed_credential", "expires_at"])
+                logger.info("renewed the access of %s at upstream %s", connection.user, upstream.name)
+                return _held(pk, connection.connected_at, renewed)
+        if failure is not None and failure.problem is not Problem.REFUSED:
+            assert connection.expires_at is not None
+            if connection.expires_at > timezone.now():
+                return _held(pk, connection.connected_at, credential)  # still good for a moment: try again later
+            logger.warning("could not renew access at upstream %s: %s", upstream.name, failure)
+            raise CredentialUnavailable(
+                f"{upstream.name}'s sign-in service did not renew your access ({failure}); try again in a moment."
+            )
+    # Refused (or nothing to refresh with): the person must connect again. Deleted outside the block above,
+    # which an exception would roll back.
+    logger.info("upstream %s refused to renew the access of %s: connection deleted", upstream.name, connection.user)
+    connection_delete(connection=connection, reason=DisconnectReason.REFUSED)
+    raise ConnectionEnded(upstream=upstream.name)
 
 
 def listing_credential(*, upstream_id: int) -> str | None:
@@ -201,12 +412,15 @@ def listing_credential(*, upstream_id: int) -> str | None:
         .values_list("sealed_credential", flat=True)
         .first()
     )
-    return _opened(sealed) if sealed is not None else None
+    return _opened(sealed)["access_token"] if sealed is not None else None
 
 
-def _opened(sealed: str) -> str:
+def _opened(sealed: str) -> dict[str, str]:
     try:
-        return unseal(sealed)["token"]
+        credential = unseal(sealed)
+        if "access_token" not in credential:
+            raise KeyError("access_token")  # not a row this module wrote
+        return credential
     except (KeyMissing, SealBroken, KeyError) as exc:
         logger.error("a person's upstream credential cannot be opened: %s", exc)
         raise CredentialUnavailable(

@@ -36,6 +36,7 @@ class Credential(models.TextChoices):
 
     SHARED = "shared", "shared: the operator's headers, the same for everyone"
     PERSON_TOKEN = "person_token", "per person: a token each person pastes at /connect/"
+    PERSON_OAUTH = "person_oauth", "per person: each person signs in at the upstream's OAuth server at /connect/"
 
     @property
     def per_person(self) -> bool:
@@ -77,6 +78,15 @@ class Upstream(models.Model):
         blank=True,
         help_text="Per-person token: a regular expression a pasted token must match in full (empty: any token).",
     )
+    # Per-person OAuth (gateway.upstream_oauth): mcpgate is the upstream authorization server's client.
+    oauth_client_id = models.CharField(max_length=300, blank=True)
+    sealed_oauth_client_secret = models.TextField(blank=True, editable=False)  # empty: a public client
+    authorization_url = models.URLField(max_length=2000, blank=True)
+    token_url = models.URLField(max_length=2000, blank=True)
+    # The authorization server's issuer (RFC 8414), when discovered: an authorization response's ``iss``
+    # must be it (RFC 9207 §2.4).
+    oauth_issuer = models.CharField(max_length=2000, blank=True)
+    upstream_scopes = models.JSONField(default=list, blank=True, help_text="Scopes asked of the upstream's server.")
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
@@ -163,6 +173,8 @@ class Connection(models.Model):
     connected_at = models.DateTimeField(default=timezone.now)
     # Written at most once a minute per connection (gateway.connections.USE_RECORDED_EVERY), not on every call.
     last_used_at = models.DateTimeField(null=True, blank=True)
+    # Per-person OAuth: when the access token expires (it is refreshed shortly before); None: it does not.
+    expires_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["upstream__name", "user__email"]

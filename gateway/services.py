@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -29,11 +29,14 @@ from .crypto import KeyMissing, seal
 from .link import UpstreamConfig, describe, probe
 from .models import NAME_PATTERN, Credential, Transport, Upstream
 from .runtime import exposed_names_elsewhere
+from .upstream_oauth import OAuthFailed, discover
 
 MAX_TIMEOUT = 600.0
 # RFC 9110 §5.1 field-name (token characters).
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# RFC 6749 §3.3 scope-token: printable ASCII but space, " and \.
+_SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
 # Headers the HTTP client or the MCP transport sets itself: configuring one would break the exchange.
 _RESERVED_HEADERS = frozenset(
     {
@@ -66,6 +69,7 @@ class Field(StrEnum):
     TIMEOUT = "timeout"
     IDENTITY_ASSERTION = "identity_assertion_header"
     CREDENTIAL = "credential"
+    OAUTH = "oauth"  # the per-person OAuth client: id, secret, endpoints, scopes
     TOKEN_PATTERN = "token_pattern"  # noqa: S105 - a field name
     KEYS = "keys"  # MCPGATE_UPSTREAM_KEYS: not a field, a setting
 
@@ -85,6 +89,69 @@ class Target:
     transport: Transport
     url: str = ""
     command: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class OAuthSettings:
+    """mcpgate's client registration at a per-person OAuth upstream's authorization server (gateway.upstream_oauth).
+
+    ``client_secret`` None keeps the stored one (a change); "" is a public client.
+    """
+
+    client_id: str
+    authorization_url: str
+    token_url: str
+    issuer: str = ""
+    scopes: tuple[str, ...] = ()
+    client_secret: str | None = field(default=None, repr=False)
+
+
+def oauth_settings(
+    *,
+    url: str,
+    client_id: str,
+    client_secret: str | None,
+    authorization_url: str = "",
+    token_url: str = "",
+    scopes: Iterable[str] = (),
+) -> OAuthSettings:
+    """``--per-person-oauth``'s options checked; the endpoints discovered from the upstream's RFC 9728 and
+    RFC 8414 metadata when not given (a network request: run outside an event loop)."""
+    option = "--per-person-oauth"
+    client_id = client_id.strip()
+    if not client_id or len(client_id) > 300 or not client_id.isprintable():
+        raise UpstreamInvalid(
+            f"{option}: --client-id is required: the id mcpgate is registered with there", Field.OAUTH
+        )
+    if client_secret is not None and any(c in client_secret for c in "\r\n\0"):
+        raise UpstreamInvalid(f"{option}: the client secret must be one line", Field.OAUTH)
+    wanted = tuple(dict.fromkeys(scope for scope in scopes if scope))
+    for scope in wanted:
+        if not _SCOPE_TOKEN.match(scope):
+            raise UpstreamInvalid(f"{option}: {scope[:60]!r} is not an OAuth scope (RFC 6749 §3.3)", Field.OAUTH)
+    authorization_url, token_url = authorization_url.strip(), token_url.strip()
+    if bool(authorization_url) != bool(token_url):
+        raise UpstreamInvalid(
+            f"{option}: give both --authorization-url and --token-url, or neither (then they are discovered)",
+            Field.OAUTH,
+        )
+    if authorization_url:
+        for given in (authorization_url, token_url):
+            parts = urlsplit(given)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.fragment or parts.username:
+                raise UpstreamInvalid(f"{option}: {given[:200]!r} is not an http:// or https:// URL", Field.OAUTH)
+        return OAuthSettings(client_id, authorization_url, token_url, "", wanted, client_secret)
+    try:
+        endpoints = discover(url)
+    except OAuthFailed as exc:
+        raise UpstreamInvalid(
+            f"{option}: cannot discover the authorization server of {_without_query(url)} ({exc}); "
+            "give --authorization-url and --token-url",
+            Field.OAUTH,
+        ) from None
+    return OAuthSettings(
+        client_id, endpoints.authorization_url, endpoints.token_url, endpoints.issuer, wanted, client_secret
+    )
 
 
 def parse_header(text: str) -> tuple[str, str]:
@@ -237,7 +304,7 @@ def _check_credential(credential: str, *, transport: str, headers: Iterable[str]
         ) from None
     if not kind.per_person:
         return kind
-    option = "--per-person-token"
+    option = "--per-person-oauth" if kind is Credential.PERSON_OAUTH else "--per-person-token"
     if transport != Transport.STREAMABLE_HTTP:
         raise UpstreamInvalid(f"{option}: applies to Streamable HTTP upstreams (--url without --sse)", Field.CREDENTIAL)
     if "authorization" in {name.lower() for name in headers}:
@@ -246,6 +313,24 @@ def _check_credential(credential: str, *, transport: str, headers: Iterable[str]
         )
     _sealed({"check": "the key is there"})  # people's tokens are sealed with MCPGATE_UPSTREAM_KEYS
     return kind
+
+
+def _apply_oauth(upstream: Upstream, kind: Credential, oauth: OAuthSettings | None) -> None:
+    """The OAuth client fields of ``upstream``: set from ``oauth``, required for per-person OAuth, and
+    cleared for any other credential (nothing of it is kept where nothing uses it)."""
+    if kind is not Credential.PERSON_OAUTH:
+        upstream.oauth_client_id = upstream.authorization_url = upstream.token_url = upstream.oauth_issuer = ""
+        upstream.sealed_oauth_client_secret, upstream.upstream_scopes = "", []
+        return
+    if oauth is not None:
+        upstream.oauth_client_id = oauth.client_id
+        upstream.authorization_url, upstream.token_url = oauth.authorization_url, oauth.token_url
+        upstream.oauth_issuer, upstream.upstream_scopes = oauth.issuer, list(oauth.scopes)
+        if oauth.client_secret is not None:
+            secret = {"secret": oauth.client_secret} if oauth.client_secret else {}
+            upstream.sealed_oauth_client_secret = _sealed(secret)
+    if not (upstream.oauth_client_id and upstream.authorization_url and upstream.token_url):
+        raise UpstreamInvalid("--per-person-oauth: needs --client-id and the authorization server's URLs", Field.OAUTH)
 
 
 def _check_token_pattern(pattern: str, *, credential: Credential) -> str:
@@ -349,6 +434,11 @@ def _described(upstream: Upstream) -> dict[str, Any]:
         "identity_assertion_header": upstream.identity_assertion_header,
         "credential": upstream.credential,
         "token_pattern": upstream.token_pattern,
+        "oauth_client_id": upstream.oauth_client_id,
+        "oauth_client_secret": bool(upstream.sealed_oauth_client_secret),
+        "authorization_url": _without_query(upstream.authorization_url),
+        "token_url": upstream.token_url,
+        "upstream_scopes": upstream.upstream_scopes,
     }
 
 
@@ -365,6 +455,7 @@ def upstream_create(
     identity_assertion_header: str = "",
     credential: str = Credential.SHARED,
     token_pattern: str = "",
+    oauth: OAuthSettings | None = None,
     enabled: bool = True,
     local_tools: Iterable[str] = (),
     actor: User | None = None,
@@ -406,6 +497,7 @@ def upstream_create(
             token_pattern=token_pattern,
             enabled=enabled,
         )
+        _apply_oauth(upstream, kind, oauth)
         try:
             upstream.save()
         except IntegrityError:  # a concurrent add of the same name or prefix
@@ -427,6 +519,7 @@ def upstream_update(
     identity_assertion_header: str | None = None,
     credential: str | None = None,
     token_pattern: str | None = None,
+    oauth: OAuthSettings | None = None,
     enabled: bool | None = None,
     local_tools: Iterable[str] = (),
     actor: User | None = None,
@@ -448,6 +541,7 @@ def upstream_update(
             identity_assertion_header=identity_assertion_header,
             credential=credential,
             token_pattern=token_pattern,
+            oauth=oauth,
             enabled=enabled,
             local_tools=local_tools,
             actor=actor,
@@ -470,6 +564,7 @@ def _update(
     identity_assertion_header: str | None,
     credential: str | None,
     token_pattern: str | None,
+    oauth: OAuthSettings | None,
     enabled: bool | None,
     local_tools: Iterable[str],
     actor: User | None,
@@ -513,6 +608,7 @@ def _update(
         )
         if upstream.identity_assertion_header:
             _ensure_assertion_key()
+        previous = upstream.credential
         if credential is not None:
             upstream.credential = credential
         if token_pattern is not None:
@@ -521,9 +617,10 @@ def _update(
         upstream.credential = kind
         if kind is not Credential.PERSON_TOKEN:
             upstream.token_pattern = ""  # nothing is pasted any more
-        if not kind.per_person:
+        if kind != previous:
             upstream.connections.all().delete()  # people's own tokens are not kept where nothing uses them
         upstream.token_pattern = _check_token_pattern(upstream.token_pattern, credential=kind)
+        _apply_oauth(upstream, kind, oauth)
         try:
             upstream.save()
         except IntegrityError:

@@ -25,6 +25,7 @@ from audit.models import AuditKind
 from audit.services import audit_record, audit_record_on_loop
 from gateway.assertions import AssertionUnavailable, identity_assertion
 from gateway.connections import (
+    ConnectionEnded,
     CredentialUnavailable,
     Held,
     NotConnected,
@@ -331,9 +332,13 @@ async def per_call_headers(ctx: Any, caller: ToolContext, link: Link) -> Outgoin
     held: Held | None = None
     try:
         if config.per_person:
-            held = await in_worker_thread(connection_credential)(user_id=caller.user.pk, upstream_id=config.id)
+            url = caller.host.url(connect_path(config.name))
+            try:
+                held = await in_worker_thread(connection_credential)(user_id=caller.user.pk, upstream_id=config.id)
+            except ConnectionEnded:
+                raise NotConnected(upstream=config.name, url=url, ended=True) from None
             if held is None:
-                raise NotConnected(upstream=config.name, url=caller.host.url(connect_path(config.name)))
+                raise NotConnected(upstream=config.name, url=url)
             headers["Authorization"] = f"Bearer {held.token}"  # RFC 6750 §2.1
         if config.identity_assertion_header:
             headers[config.identity_assertion_header] = await identity_assertion(

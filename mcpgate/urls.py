@@ -20,6 +20,7 @@ urlpatterns = [
     path("connect/", gateway_views.connect_list, name="connect_list"),
     path("connect/<slug:name>/", gateway_views.connect_upstream, name="connect_upstream"),
     path("connect/<slug:name>/disconnect", gateway_views.connect_disconnect, name="connect_disconnect"),
+    path("connect/<slug:name>/callback", gateway_views.connect_callback, name="connect_callback"),
     path("admin/", admin.site.urls),
     # Local sign-in when no oauth2-proxy is in front (make run).
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),

@@ -25,8 +25,10 @@ from gateway.hooks import reserved_names
 from gateway.models import AssertionKey, Connection, Credential, Transport, Upstream, UpstreamStatus
 from gateway.services import (
     Field,
+    OAuthSettings,
     Target,
     UpstreamInvalid,
+    oauth_settings,
     parse_env,
     parse_header,
     target_from,
@@ -53,6 +55,7 @@ FIELD_OF_REFUSAL = {
     Field.IDENTITY_ASSERTION: "identity_assertion_header",
     Field.CREDENTIAL: "credential",
     Field.TOKEN_PATTERN: "token_pattern",
+    Field.OAUTH: "oauth_client_id",
 }
 
 
@@ -131,6 +134,34 @@ class UpstreamForm(forms.Form):
         required=False,
         help_text="Per-person token: a regular expression a pasted token must match in full, e.g. "
         "lin_api_[A-Za-z0-9]{40}. Blank: any token.",
+    )
+    oauth_client_id = forms.CharField(
+        label="OAuth client id",
+        max_length=300,
+        required=False,
+        help_text="Per-person OAuth: the client id mcpgate is registered with at the upstream's authorization "
+        "server, with the redirect URI https://HOST/connect/NAME/callback for each host people use.",
+    )
+    oauth_client_secret = forms.CharField(
+        label="OAuth client secret",
+        required=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "off"}),
+        help_text="Stored encrypted and never shown again. Blank: a public client (PKCE only), or, when changing, "
+        "keep the stored one.",
+    )
+    authorization_url = forms.CharField(
+        label="Authorization URL",
+        max_length=2000,
+        required=False,
+        help_text="Per-person OAuth. Blank (with the token URL blank too): discovered from the upstream's "
+        "metadata (RFC 9728, RFC 8414).",
+    )
+    token_url = forms.CharField(label="Token URL", max_length=2000, required=False)
+    upstream_scopes = forms.CharField(
+        label="Upstream scopes",
+        max_length=2000,
+        required=False,
+        help_text="Per-person OAuth: the scopes to ask the upstream's server for, separated by spaces.",
     )
     enabled = forms.BooleanField(
         required=False, initial=True, help_text="Untick to stop serving it without removing it."
@@ -238,6 +269,25 @@ class UpstreamForm(forms.Form):
             return target_from(url=None, command=data["command"])
         return target_from(url=data["url"].strip(), command=None, sse=transport == Transport.SSE)
 
+    def oauth(self, *, target: Target, stored_secret: bool) -> OAuthSettings | None:
+        """Per-person OAuth's settings (its endpoints discovered when both URLs are blank); None otherwise.
+
+        On a change, a blank secret keeps the stored one (``stored_secret``: there is one)."""
+        data = self.cleaned_data
+        if data["credential"] != Credential.PERSON_OAUTH or target.transport != Transport.STREAMABLE_HTTP:
+            return None
+        secret: str | None = data["oauth_client_secret"]
+        if not secret and stored_secret:
+            secret = None
+        return oauth_settings(
+            url=target.url,
+            client_id=data["oauth_client_id"],
+            client_secret=secret,
+            authorization_url=data["authorization_url"],
+            token_url=data["token_url"],
+            scopes=data["upstream_scopes"].split(),
+        )
+
     def chosen_prefix(self) -> str | None:
         """None: the service's default (the name); "" when the operator asked for no prefix."""
         if self.cleaned_data["unprefixed"]:
@@ -271,6 +321,10 @@ def initial_of(upstream: Upstream) -> dict[str, Any]:
         "identity_assertion_header": upstream.identity_assertion_header,
         "credential": upstream.credential,
         "token_pattern": upstream.token_pattern,
+        "oauth_client_id": upstream.oauth_client_id,
+        "authorization_url": upstream.authorization_url,
+        "token_url": upstream.token_url,
+        "upstream_scopes": " ".join(upstream.upstream_scopes),
         "enabled": upstream.enabled,
     }
 
@@ -387,6 +441,7 @@ class UpstreamAdmin(admin.ModelAdmin):
                         timeout=data["timeout"],
                         credential=data["credential"],
                     )
+                oauth = form.oauth(target=target, stored_secret=False)
                 upstream = upstream_create(
                     name=data["name"],
                     target=target,
@@ -399,6 +454,7 @@ class UpstreamAdmin(admin.ModelAdmin):
                     identity_assertion_header=data["identity_assertion_header"],
                     credential=data["credential"],
                     token_pattern=data["token_pattern"],
+                    oauth=oauth,
                     local_tools=reserved_names(),
                     actor=request.user,  # type: ignore[arg-type]  # an operator: signed in
                 )
@@ -442,6 +498,7 @@ class UpstreamAdmin(admin.ModelAdmin):
                         timeout=data["timeout"],
                         credential=data["credential"],
                     )
+                oauth = form.oauth(target=target, stored_secret=bool(upstream.sealed_oauth_client_secret))
                 upstream_update(
                     upstream=upstream,
                     target=target,
@@ -454,6 +511,7 @@ class UpstreamAdmin(admin.ModelAdmin):
                     identity_assertion_header=data["identity_assertion_header"],
                     credential=data["credential"],
                     token_pattern=data["token_pattern"],
+                    oauth=oauth,
                     enabled=data["enabled"],
                     local_tools=reserved_names(),
                     actor=request.user,  # type: ignore[arg-type]  # an operator: signed in

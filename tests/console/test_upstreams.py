@@ -93,6 +93,10 @@ def change_form(upstream: Upstream, **fields: Any) -> dict[str, Any]:
         "enabled": "on" if upstream.enabled else "",
         "credential": upstream.credential,
         "token_pattern": upstream.token_pattern,
+        "oauth_client_id": upstream.oauth_client_id,
+        "authorization_url": upstream.authorization_url,
+        "token_url": upstream.token_url,
+        "upstream_scopes": " ".join(upstream.upstream_scopes),
         "headers": "",
         "env": "",
         **fields,
@@ -645,3 +649,33 @@ def test_whose_account_and_the_token_pattern_are_set_changed_and_refused_on_the_
     page = change(olivia, upstream, credential="shared")
     assert page.status_code == 302, field_errors(page)
     assert (Upstream.objects.get().credential, Upstream.objects.get().token_pattern) == ("shared", "")
+
+
+def test_per_person_oauth_is_set_on_the_form_with_its_secret_written_once(olivia: Console) -> None:
+    page = add(
+        olivia,
+        credential="person_oauth",
+        oauth_client_id="mcpgate",
+        oauth_client_secret="tickets-secret",
+        authorization_url="https://auth.example/authorize",
+        token_url="https://auth.example/token",
+        upstream_scopes="tickets read",
+    )
+    assert page.status_code == 302, field_errors(page)
+    upstream = Upstream.objects.get()
+    assert (upstream.oauth_client_id, upstream.upstream_scopes) == ("mcpgate", ["tickets", "read"])
+    assert unseal(upstream.sealed_oauth_client_secret) == {"secret": "tickets-secret"}
+    shown = olivia.get(reverse("admin:gateway_upstream_change", args=[upstream.pk])).content.decode()
+    assert "tickets-secret" not in shown and "https://auth.example/authorize" in shown
+
+    page = change(olivia, upstream, oauth_client_id="mcpgate", upstream_scopes="tickets")  # secret left blank: kept
+    assert page.status_code == 302, field_errors(page)
+    assert unseal(Upstream.objects.get().sealed_oauth_client_secret) == {"secret": "tickets-secret"}
+    assert Upstream.objects.get().upstream_scopes == ["tickets"]
+
+    page = change(olivia, upstream, oauth_client_id="mcpgate", token_url="")
+    assert field_errors(page) == {
+        "oauth_client_id": [
+            "--per-person-oauth: give both --authorization-url and --token-url, or neither (then they are discovered)"
+        ]
+    }

@@ -11,13 +11,16 @@ from the real OAuth flow. Each test's rows (upstreams, tokens) are flushed after
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import anyio
+import httpx2
 import pytest
 from cryptography.fernet import Fernet
 from mcp.client import Client
@@ -26,12 +29,15 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult
 
 from audit.models import AuditEvent, AuditKind
+from gateway.connections import REFRESH_AHEAD
 from gateway.hooks import reserved_names
 from gateway.models import Upstream
 from gateway.services import parse_env, parse_header, target_from, upstream_create
+from tests.gateway.fixtures import serving
 
+from .oauthclient import ALICE as ALICE_BROWSER
 from .oauthclient import person_token
-from .server import GunicornServer, ServerFailed, database_env, free_port, gunicorn
+from .server import GunicornServer, ServerFailed, database_env, free_port, gunicorn, manage
 from .upstreamhelpers import (
     EVERYTHING_DOCS,
     UpstreamProcess,
@@ -504,3 +510,83 @@ def test_an_internal_upstream_verifies_the_person_against_the_key_set_before_and
     assert sorted(rotated["published"]) == sorted([first["kid"], rotated["kid"]]) and rotated["kid"] != first["kid"]
     assert seen[-1]["kid"] == rotated["kid"] and {claims["email"] for claims in seen} == {"alice@example.com"}
     assert token not in verifier.log()
+
+
+# -- per-person OAuth (issue 12) ------------------------------------------------------------------
+
+# oauth_server.py's access tokens: due for renewal (gateway.connections.REFRESH_AHEAD) 2 s after they are issued.
+SHORT_LIFETIME = int(REFRESH_AHEAD.total_seconds()) + 2
+
+
+def connect_in_the_browser(server: GunicornServer, person: dict[str, str], account: str) -> None:
+    """``person`` connects ``account`` at the upstream tickets: /connect/tickets/, Continue, the upstream's
+    /authorize and sign-in form, back to mcpgate's callback (their browser, through the proxy's headers)."""
+    with server.client(headers=person) as browser, httpx2.Client(trust_env=False) as upstream:
+        page = browser.get("/connect/tickets/")
+        csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
+        assert page.status_code == 200 and csrf, page.text[:300]
+        authorize = browser.post("/connect/tickets/", data={"csrfmiddlewaretoken": csrf.group(1)})
+        assert authorize.status_code == 302, authorize.text[:300]
+        to_login = upstream.get(authorize.headers["Location"])
+        login = to_login.headers["Location"]
+        request = parse_qs(urlsplit(login).query)["request"][0]
+        back = upstream.post(login.split("?")[0], data={"request": request, "account": account})
+        callback = back.headers["Location"]
+        assert callback.startswith(server.internal + "/connect/tickets/callback?"), callback
+        done = browser.get(callback.removeprefix(server.internal))
+        assert (done.status_code, done.headers["Location"]) == (302, "/connect/"), done.text[:300]
+
+
+def test_a_person_connects_through_the_real_flow_and_concurrent_calls_on_two_workers_renew_once(
+    gunicorn_server: GunicornServer,
+) -> None:
+    """An upstream with its own OAuth server (tests/gateway/fixtures/oauth_server.py, on the SDK's auth
+    server): added with manage.py (endpoints discovered), Alice connects in her browser, and her calls act
+    as her account there. When her access token is due, calls from eight fresh connections at once (across
+    both workers) renew it once: the upstream saw one refresh and never a spent refresh token again."""
+    callback = gunicorn_server.internal + "/connect/tickets/callback"
+    with contextmanager(serving)("oauth_server.py", str(SHORT_LIFETIME), callback) as url:
+        manage(
+            gunicorn_server.env | {"TICKETS_SECRET": "tickets-secret"},
+            "add_upstream",
+            "tickets",
+            "--url",
+            url,
+            "--per-person-oauth",
+            "--client-id",
+            "mcpgate",
+            "--client-secret-env",
+            "TICKETS_SECRET",
+            "--upstream-scopes",
+            "tickets",
+        )
+        gunicorn_server.remember("tickets-secret")
+        connect_in_the_browser(gunicorn_server, ALICE_BROWSER, "alice-at-tickets")
+        token = alice_token(gunicorn_server)
+        answers: list[str] = []
+
+        async def calls() -> None:
+            async with AsyncExitStack() as stack:
+                clients = [
+                    await stack.enter_async_context(mcp_session(gunicorn_server, token))
+                    for _ in range(FRESH_CONNECTIONS)
+                ]
+                for client in clients:
+                    await served(client, "tickets__whoami", {})
+                await anyio.sleep(2.5)  # now within REFRESH_AHEAD of the expiry
+
+                async def one(client: Client) -> None:
+                    answers.append(text_of(await client.call_tool("tickets__whoami", {})))
+
+                async with anyio.create_task_group() as group:
+                    for client in clients:
+                        group.start_soon(one, client)
+
+        with httpx2.Client(trust_env=False) as http:
+            before = http.get(url.removesuffix("/mcp") + "/stats").json()
+            run(calls)
+            after = http.get(url.removesuffix("/mcp") + "/stats").json()
+
+    assert answers == ["alice-at-tickets"] * FRESH_CONNECTIONS
+    assert (after["codes"], after["refreshes"] - before["refreshes"], after["spent_refresh_reused"]) == (1, 1, 0)
+    assert not gunicorn_server.leaked()

@@ -12,6 +12,7 @@ import os
 import shlex
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import timedelta
 from io import StringIO
 from pathlib import Path
@@ -31,6 +32,7 @@ from gateway.models import AssertionKey, Connection, Transport, Upstream, Upstre
 from gateway.services import target_from, upstream_create
 from oauth_ext.models import User
 from tests.e2e.server import REPO, database_env, free_port
+from tests.gateway.fixtures import person_server_fixture, serving  # noqa: F401  (fixtures)
 
 SECRET = "sk-live-command-secret-0123456789"
 UPSTREAMS = Path(__file__).resolve().parent / "upstreams"
@@ -405,6 +407,11 @@ def test_the_list_is_one_json_line_per_upstream_with_health_and_no_credentials(k
             "identity_assertion_header": "",
             "credential": "shared",
             "token_pattern": "",
+            "oauth_client_id": "",
+            "oauth_client_secret": False,
+            "authorization_url": "",
+            "token_url": "",
+            "upstream_scopes": [],
             "enabled": True,
             "timeout_seconds": 30.0,
             "health": {
@@ -428,6 +435,11 @@ def test_the_list_is_one_json_line_per_upstream_with_health_and_no_credentials(k
             "identity_assertion_header": "",
             "credential": "shared",
             "token_pattern": "",
+            "oauth_client_id": "",
+            "oauth_client_secret": False,
+            "authorization_url": "",
+            "token_url": "",
+            "upstream_scopes": [],
             "enabled": True,
             "timeout_seconds": 30.0,
             "health": None,
@@ -628,4 +640,150 @@ def test_rotate_upstream_keys_reseals_the_peoples_tokens_too(key: str, settings:
     assert run("rotate_upstream_keys") == json.dumps({"resealed": 2}) + "\n"  # the upstream, Alice's token
 
     settings.MCPGATE_UPSTREAM_KEYS = [new]
-    assert unseal(Connection.objects.get().sealed_credential) == {"token": "lin_api_alice"}
+    assert unseal(Connection.objects.get().sealed_credential) == {"access_token": "lin_api_alice"}
+
+
+# ---------------------------------------------------------------------------
+# add_upstream --per-person-oauth (gateway.upstream_oauth)
+# ---------------------------------------------------------------------------
+@pytest.fixture
+def oauth_upstream_url() -> Iterator[str]:
+    """oauth_server.py: an MCP server that is its own authorization server (RFC 9728 and RFC 8414 metadata)."""
+    yield from serving("oauth_server.py", "3600", "http://127.0.0.1:8000/connect/tickets/callback")
+
+
+@pytest.mark.django_db
+def test_per_person_oauth_discovers_the_endpoints_and_stores_the_secret_sealed_never_printed(
+    key: str, oauth_upstream_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TICKETS_SECRET", "tickets-secret")
+    out = run(
+        "add_upstream",
+        "tickets",
+        "--url",
+        oauth_upstream_url,
+        "--per-person-oauth",
+        "--client-id",
+        "mcpgate",
+        "--client-secret-env",
+        "TICKETS_SECRET",
+        "--upstream-scopes",
+        "tickets",
+        "read",
+    )
+
+    base = oauth_upstream_url.removesuffix("/mcp")
+    assert "tickets-secret" not in out
+    upstream = Upstream.objects.get()
+    assert (upstream.credential, upstream.oauth_client_id, upstream.upstream_scopes) == (
+        "person_oauth",
+        "mcpgate",
+        ["tickets", "read"],
+    )
+    assert (upstream.authorization_url, upstream.token_url, upstream.oauth_issuer) == (
+        f"{base}/authorize",
+        f"{base}/token",
+        base,
+    )
+    assert "tickets-secret" not in upstream.sealed_oauth_client_secret
+    assert unseal(upstream.sealed_oauth_client_secret) == {"secret": "tickets-secret"}
+    added = AuditEvent.objects.get(event=AuditKind.UPSTREAM_ADDED)
+    assert added.detail["oauth_client_secret"] is True and "tickets-secret" not in json.dumps(added.detail)
+
+
+@pytest.mark.django_db
+def test_per_person_oauth_with_both_endpoints_given_needs_no_discovery_and_may_be_a_public_client(key: str) -> None:
+    run(
+        "add_upstream",
+        "tickets",
+        "--url",
+        HTTP_URL,
+        "--per-person-oauth",
+        "--client-id",
+        "mcpgate",
+        "--authorization-url",
+        "https://auth.example.net/authorize",
+        "--token-url",
+        "https://auth.example.net/token",
+    )
+    upstream = Upstream.objects.get()
+    assert (upstream.authorization_url, upstream.token_url, upstream.sealed_oauth_client_secret) == (
+        "https://auth.example.net/authorize",
+        "https://auth.example.net/token",
+        "",
+    )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            [
+                "--per-person-oauth",
+                "--authorization-url",
+                "https://a.example/authorize",
+                "--token-url",
+                "https://a.example/token",
+            ],
+            "--per-person-oauth: --client-id is required: the id mcpgate is registered with there",
+        ),
+        (
+            ["--per-person-oauth", "--client-id", "m", "--token-url", "https://a.example/token"],
+            "--per-person-oauth: give both --authorization-url and --token-url, or neither (then they are discovered)",
+        ),
+        (
+            ["--per-person-oauth", "--client-id", "m", "--client-secret-env", "NOT_SET_ANYWHERE"],
+            "--client-secret-env NOT_SET_ANYWHERE: that environment variable is not set",
+        ),
+        (
+            [
+                "--per-person-oauth",
+                "--client-id",
+                "m",
+                "--authorization-url",
+                "ftp://a.example/authorize",
+                "--token-url",
+                "https://a.example/token",
+            ],
+            "--per-person-oauth: 'ftp://a.example/authorize' is not an http:// or https:// URL",
+        ),
+        (
+            [
+                "--per-person-oauth",
+                "--client-id",
+                "m",
+                "--authorization-url",
+                "https://a.example/authorize",
+                "--token-url",
+                "https://a.example/token",
+                "--upstream-scopes",
+                'bad"scope',
+            ],
+            "--per-person-oauth: 'bad\"scope' is not an OAuth scope (RFC 6749 §3.3)",
+        ),
+        (["--client-id", "m"], "--client-id: applies with --per-person-oauth"),
+        (["--per-person-oauth", "--per-person-token"], None),
+    ],
+    ids=["no-client-id", "one-endpoint", "unset-variable", "not-http", "bad-scope", "without-oauth", "both-modes"],
+)
+def test_a_per_person_oauth_option_that_cannot_work_is_refused_and_nothing_stored(
+    key: str, options: list[str], message: str | None
+) -> None:
+    if message is None:
+        with pytest.raises(CommandError, match="not allowed with argument"):
+            call_command("add_upstream", "tickets", "--url", HTTP_URL, *options, stdout=StringIO())
+    else:
+        assert refused("add_upstream", "tickets", "--url", HTTP_URL, *options) == message
+    assert not Upstream.objects.exists()
+
+
+@pytest.mark.django_db
+def test_per_person_oauth_whose_server_cannot_be_discovered_is_refused(key: str, person_server: str) -> None:
+    """person_server.py publishes RFC 9728 metadata naming itself, but serves no RFC 8414 metadata."""
+    message = refused("add_upstream", "tickets", "--url", person_server, "--per-person-oauth", "--client-id", "m")
+    assert message == (
+        f"--per-person-oauth: cannot discover the authorization server of {person_server} (no OAuth metadata "
+        f"found for {person_server} (RFC 9728, RFC 8414)); give --authorization-url and --token-url"
+    )
+    assert not Upstream.objects.exists()

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 from cryptography.fernet import Fernet
 from django.urls import reverse
 
 from audit.models import AuditEvent, AuditKind
+from gateway import connections as connections_module
+from gateway import upstream_oauth
 from gateway.connections import connection_token_save
 from gateway.models import Connection, Credential, Transport, Upstream
-from gateway.services import Target, upstream_create, upstream_update
+from gateway.services import OAuthSettings, Target, UpstreamInvalid, upstream_create, upstream_update
 from oauth_ext.models import User
 from tests.conftest import Flow, authorize_params
 from tests.console.test_admin import Console
@@ -113,7 +121,7 @@ def test_pasting_a_token_stores_it_sealed_audits_the_connection_and_goes_back_to
     connection = Connection.objects.get()
     assert (connection.user.email, connection.upstream.name, connection.last_used_at) == (ALICE, "linear", None)
     assert TOKEN not in connection.sealed_credential
-    assert json.loads(Fernet(keys.encode()).decrypt(connection.sealed_credential.encode())) == {"token": TOKEN}
+    assert json.loads(Fernet(keys.encode()).decrypt(connection.sealed_credential.encode())) == {"access_token": TOKEN}
     event = AuditEvent.objects.get(event=AuditKind.UPSTREAM_CONNECTED)
     assert (event.user.email, event.detail) == (ALICE, {"upstream": "linear", "replaced": False})
 
@@ -125,7 +133,7 @@ def test_pasting_again_replaces_the_token(alice: Console, linear: Upstream, keys
 
     assert page.status_code == 302
     sealed = Connection.objects.get().sealed_credential
-    assert json.loads(Fernet(keys.encode()).decrypt(sealed.encode())) == {"token": newer}
+    assert json.loads(Fernet(keys.encode()).decrypt(sealed.encode())) == {"access_token": newer}
     replaced = AuditEvent.objects.filter(event=AuditKind.UPSTREAM_CONNECTED).order_by("pk").last()
     assert replaced is not None and replaced.detail == {"upstream": "linear", "replaced": True}
 
@@ -288,3 +296,266 @@ def test_the_consent_page_says_nothing_of_connect_without_such_an_upstream(publi
     http_upstream("github")
     page = flow.authorize(authorize_params(public_client.client_id, PKCE.make()))
     assert page.status_code == 200 and "/connect/" not in page.content.decode()
+
+
+# ---------------------------------------------------------------------------
+# Per-person OAuth: the start and the callback (gateway.connections, gateway.upstream_oauth)
+# ---------------------------------------------------------------------------
+class TokenEndpoint(BaseHTTPRequestHandler):
+    """A stand-in for an upstream's token endpoint, answering as ``behaviour`` says (set per test)."""
+
+    behaviour = "ok"
+    received: list[dict[str, list[str]]] = []
+
+    def do_POST(self) -> None:
+        form = parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
+        TokenEndpoint.received.append({**form, "authorization": [self.headers.get("Authorization", "")]})
+        if self.behaviour == "slow":
+            time.sleep(1.0)
+        status, body = {
+            "ok": (
+                200,
+                json.dumps(
+                    {
+                        "access_token": "upstream-access-1",
+                        "token_type": "bearer",
+                        "expires_in": 3600,
+                        "refresh_token": "upstream-refresh-1",
+                    }
+                ),
+            ),
+            "garbage": (200, "<html>welcome</html>"),
+            "refuse": (400, json.dumps({"error": "invalid_grant", "error_description": "code expired"})),
+            "broken": (500, "oops"),
+            "slow": (200, "{}"),
+        }[self.behaviour]
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body.encode())
+        except BrokenPipeError:
+            pass  # "slow": mcpgate stopped waiting
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def token_endpoint() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), TokenEndpoint)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    TokenEndpoint.behaviour, TokenEndpoint.received = "ok", []
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/token"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def tickets(token_endpoint: str) -> Upstream:
+    """A per-person OAuth upstream whose authorization server is at tickets.example, its token endpoint here."""
+    upstream = http_upstream(
+        "tickets",
+        credential=Credential.PERSON_OAUTH,
+        oauth=OAuthSettings(
+            client_id="mcpgate",
+            client_secret="tickets-secret",
+            authorization_url="https://tickets.example/authorize",
+            token_url=token_endpoint,
+            issuer="https://tickets.example",
+            scopes=("tickets", "read"),
+        ),
+    )
+    return upstream
+
+
+def start(browser: Console) -> dict[str, str]:
+    """Press Continue: the authorization request's parameters (the browser would go there)."""
+    response = browser.post(connect_url("tickets"), {})
+    assert response.status_code == 302, response.content[:500]
+    location = urlsplit(response["Location"])
+    assert f"{location.scheme}://{location.netloc}{location.path}" == "https://tickets.example/authorize"
+    return {key: values[0] for key, values in parse_qs(location.query).items()}
+
+
+def callback(browser: Console, **query: str) -> Any:
+    return browser.get(reverse("connect_callback", args=["tickets"]) + "?" + urlencode(query))
+
+
+NOT_STARTED = (
+    "This answer from tickets's sign-in does not match a connection you started here, or it was used already, "
+    "or it is too old. Nothing was stored; start again."
+)
+
+
+def test_continue_sends_the_person_to_sign_in_with_pkce_a_fresh_state_and_the_upstream_as_resource(
+    alice: Console, tickets: Upstream
+) -> None:
+    page = alice.get(connect_url("tickets"))
+    assert "form-action 'self' https://tickets.example" in page["Content-Security-Policy"]
+    assert "Continue to tickets" in page.content.decode()
+
+    first, second = start(alice), start(alice)
+
+    assert {k: v for k, v in first.items() if k not in ("state", "code_challenge")} == {
+        "response_type": "code",
+        "client_id": "mcpgate",
+        "redirect_uri": "http://127.0.0.1:8000/connect/tickets/callback",
+        "code_challenge_method": "S256",
+        "resource": "https://tickets.example/mcp",
+        "scope": "tickets read",
+    }
+    assert first["state"] != second["state"] and len(first["state"]) >= 43
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43}", first["code_challenge"])
+
+
+def test_the_callback_exchanges_the_code_with_the_verifier_and_stores_the_tokens_sealed(
+    alice: Console, tickets: Upstream, keys: str
+) -> None:
+    state = start(alice)["state"]
+
+    response = callback(alice, code="the-code", state=state, iss="https://tickets.example")
+
+    assert (response.status_code, response["Location"]) == (302, "/connect/")
+    (sent,) = TokenEndpoint.received
+    assert {k: v[0] for k, v in sent.items() if k != "code_verifier"} == {
+        "grant_type": "authorization_code",
+        "code": "the-code",
+        "redirect_uri": "http://127.0.0.1:8000/connect/tickets/callback",
+        "resource": "https://tickets.example/mcp",
+        "client_id": "mcpgate",
+        "authorization": "Basic " + base64.b64encode(b"mcpgate:tickets-secret").decode(),
+    }
+    connection = Connection.objects.get()
+    assert json.loads(Fernet(keys.encode()).decrypt(connection.sealed_credential.encode())) == {
+        "access_token": "upstream-access-1",
+        "refresh_token": "upstream-refresh-1",
+    }
+    assert connection.expires_at is not None
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ({"code": "c", "state": "never-issued"}, NOT_STARTED),
+        ({"code": "c"}, NOT_STARTED),
+        (
+            {"error": "access_denied", "state": "STATE"},
+            "tickets did not connect your account (access_denied). Nothing was stored.",
+        ),
+        ({"state": "STATE"}, "tickets's sign-in answered without an authorization code. Nothing was stored."),
+        (
+            {"code": "c", "state": "STATE", "iss": "https://evil.example"},
+            "This answer did not come from tickets's sign-in. Nothing was stored; start again.",
+        ),
+    ],
+    ids=["unknown-state", "no-state", "error", "no-code", "other-issuer"],
+)
+def test_a_callback_that_is_not_an_answer_to_this_persons_request_is_a_400_page_and_nothing_is_stored(
+    alice: Console, tickets: Upstream, query: dict[str, str], message: str
+) -> None:
+    state = start(alice)["state"]
+    response = callback(alice, **{k: (state if v == "STATE" else v) for k, v in query.items()})
+
+    assert response.status_code == 400
+    assert alert(response) == message
+    assert not Connection.objects.exists() and TokenEndpoint.received == []
+
+
+def test_a_replayed_callback_is_refused(alice: Console, tickets: Upstream) -> None:
+    state = start(alice)["state"]
+    assert callback(alice, code="c", state=state).status_code == 302
+
+    replayed = callback(alice, code="c", state=state)
+
+    assert replayed.status_code == 400 and alert(replayed) == NOT_STARTED
+    assert len(TokenEndpoint.received) == 1
+
+
+def test_another_persons_state_is_refused_and_leaves_theirs_usable(alice: Console, tickets: Upstream) -> None:
+    state = start(alice)["state"]
+    bob = Console(BOB, "eng")
+
+    stolen = callback(bob, code="c", state=state)
+
+    assert stolen.status_code == 400 and alert(stolen) == NOT_STARTED
+    assert not Connection.objects.exists()
+    assert callback(alice, code="c", state=state).status_code == 302
+    assert list(Connection.objects.values_list("user__email", flat=True)) == [ALICE]
+
+
+def test_a_state_older_than_ten_minutes_is_refused(
+    alice: Console, tickets: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = start(alice)["state"]
+    started = time.time()
+    monkeypatch.setattr(connections_module.time, "time", lambda: started + connections_module.PENDING_SECONDS + 1)
+
+    response = callback(alice, code="c", state=state)
+
+    assert response.status_code == 400 and alert(response) == NOT_STARTED
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "status", "said"),
+    [
+        ("garbage", 502, "answered with something that is not a bearer token"),
+        ("broken", 502, "answered HTTP 500"),
+        ("refuse", 400, "refused: invalid_grant"),
+        ("slow", 502, "did not answer within 0.3 seconds"),
+    ],
+)
+def test_a_token_endpoint_that_does_not_give_tokens_is_a_clear_page_and_nothing_is_stored(
+    alice: Console,
+    tickets: Upstream,
+    token_endpoint: str,
+    monkeypatch: pytest.MonkeyPatch,
+    behaviour: str,
+    status: int,
+    said: str,
+) -> None:
+    TokenEndpoint.behaviour = behaviour
+    monkeypatch.setattr(upstream_oauth, "TIMEOUT", 0.3)
+    state = start(alice)["state"]
+
+    response = callback(alice, code="c", state=state)
+
+    origin = token_endpoint.removesuffix("/token")
+    assert response.status_code == status
+    assert alert(response) == f"tickets's sign-in did not give mcpgate access: {origin} {said}. Nothing was stored."
+    assert not Connection.objects.exists()
+    assert "tickets-secret" not in response.content.decode()
+
+
+def test_a_token_upstream_has_no_callback(alice: Console, linear: Upstream) -> None:
+    assert callback_for(alice, "linear").status_code == 404
+
+
+def callback_for(browser: Console, name: str) -> Any:
+    return browser.get(reverse("connect_callback", args=[name]) + "?code=c&state=s")
+
+
+def test_changing_whose_account_forgets_the_connections_and_what_the_old_kind_needed(
+    tickets: Upstream, linear: Upstream
+) -> None:
+    alice = User.objects.create(username=ALICE, email=ALICE)
+    connection_token_save(user=alice, upstream=linear, token=TOKEN)
+
+    refused = pytest.raises(UpstreamInvalid, match="needs --client-id and the authorization server's URLs")
+    with refused:
+        upstream_update(upstream=linear, credential=Credential.PERSON_OAUTH)
+    assert Connection.objects.count() == 1  # refused: nothing changed
+
+    upstream_update(upstream=tickets, credential=Credential.SHARED)
+    shared = Upstream.objects.get(name="tickets")
+    assert (shared.oauth_client_id, shared.authorization_url, shared.sealed_oauth_client_secret) == ("", "", "")
+
+    upstream_update(
+        upstream=linear,
+        credential=Credential.PERSON_OAUTH,
+        oauth=OAuthSettings("mcpgate", "https://l.example/authorize", "https://l.example/token"),
+    )
+    assert not Connection.objects.exists()

@@ -374,6 +374,11 @@ def test_adding_writes_one_audit_row_describing_the_upstream_without_credentials
         "identity_assertion_header": "",
         "credential": "shared",
         "token_pattern": "",
+        "oauth_client_id": "",
+        "oauth_client_secret": False,
+        "authorization_url": "",
+        "token_url": "",
+        "upstream_scopes": [],
     }
     assert SECRET not in audit_text()
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from gateway.hooks import reserved_names
-from gateway.models import Credential
+from gateway.models import Credential, Transport
 from gateway.services import (
+    OAuthSettings,
     UpstreamInvalid,
+    oauth_settings,
     parse_env,
     parse_header,
     target_from,
@@ -47,7 +50,27 @@ class Command(BaseCommand):
             help="Streamable HTTP: send in HEADER, on each call made for a person, a signed 60-second JWT "
             "naming them (verify it against /.well-known/jwks.json).",
         )
+        whose = parser.add_mutually_exclusive_group()
+        whose.add_argument(
+            "--per-person-oauth",
+            action="store_true",
+            help="Streamable HTTP: each person connects their own account at /connect/NAME/ by signing in at the "
+            "upstream's OAuth server; register https://HOST/connect/NAME/callback there.",
+        )
+        parser.add_argument("--client-id", default="", help="With --per-person-oauth: mcpgate's client id there.")
         parser.add_argument(
+            "--client-secret-env",
+            metavar="VAR",
+            default="",
+            help="With --per-person-oauth: an environment variable holding the client secret (stored encrypted, "
+            "never printed). Omitted: a public client (PKCE only).",
+        )
+        parser.add_argument("--authorization-url", default="", help="Default: discovered (RFC 9728, RFC 8414).")
+        parser.add_argument("--token-url", default="", help="Default: discovered (RFC 9728, RFC 8414).")
+        parser.add_argument(
+            "--upstream-scopes", nargs="+", default=[], action="extend", help="Scopes to ask the upstream's server for."
+        )
+        whose.add_argument(
             "--per-person-token",
             action="store_true",
             help="Streamable HTTP: each person pastes a token of their own at /connect/NAME/, sent on their calls "
@@ -67,7 +90,19 @@ class Command(BaseCommand):
             headers = dict(parse_header(h) for h in options["header"])
             env = dict(parse_env(e) for e in options["env"])
             name = options["name"]
-            credential = Credential.PERSON_TOKEN if options["per_person_token"] else Credential.SHARED
+            credential = Credential.SHARED
+            if options["per_person_token"]:
+                credential = Credential.PERSON_TOKEN
+            elif options["per_person_oauth"]:
+                credential = Credential.PERSON_OAUTH
+            oauth = None
+            if credential is Credential.PERSON_OAUTH and target.transport == Transport.STREAMABLE_HTTP:
+                oauth = self._oauth(options, url=target.url)
+            elif credential is not Credential.PERSON_OAUTH:
+                for option in ("client_id", "client_secret_env", "authorization_url", "token_url", "upstream_scopes"):
+                    if options[option]:
+                        flag = "--" + option.replace("_", "-")
+                        raise UpstreamInvalid(f"{flag}: applies with --per-person-oauth")
             if options["prefix"] == "":
                 upstream_check_unprefixed(
                     name=name,
@@ -89,10 +124,29 @@ class Command(BaseCommand):
                 identity_assertion_header=options["identity_assertion"],
                 credential=credential,
                 token_pattern=options["token_pattern"],
+                oauth=oauth,
                 local_tools=reserved_names(),
             )
         except UpstreamInvalid as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(
             json.dumps({"name": upstream.name, "prefix": upstream.prefix, "transport": upstream.transport})
+        )
+
+    @staticmethod
+    def _oauth(options: dict[str, Any], *, url: str) -> OAuthSettings:
+        """The OAuth client options, the secret read from the variable ``--client-secret-env`` names."""
+        variable = options["client_secret_env"]
+        secret = ""
+        if variable:
+            if variable not in os.environ:
+                raise UpstreamInvalid(f"--client-secret-env {variable[:60]}: that environment variable is not set")
+            secret = os.environ[variable]
+        return oauth_settings(
+            url=url,
+            client_id=options["client_id"],
+            client_secret=secret,
+            authorization_url=options["authorization_url"],
+            token_url=options["token_url"],
+            scopes=options["upstream_scopes"],
         )
