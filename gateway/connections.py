@@ -61,6 +61,8 @@ REFRESH_AHEAD = timedelta(seconds=60)
 PENDING_KEY = "mcpgate.connect"
 PENDING_SECONDS = 600
 PENDING_MAX = 5
+# Connections tried, most recently used first, for a credential to list a per-person upstream with.
+LISTING_TRIES = 3
 # What an HTTP field value can carry without any doubt (RFC 9110 §5.5 visible characters), so a pasted
 # token is sent as it was pasted: printable ASCII, no spaces (RFC 6750 §2.1's b64token is narrower still).
 _TOKEN_CHARACTERS = re.compile(r"[\x21-\x7e]+")
@@ -405,14 +407,23 @@ def _renewed(pk: int) -> Held | None:
 
 def listing_credential(*, upstream_id: int) -> str | None:
     """A token to list a per-person upstream's tools with (what everyone allowed to use it is shown): the
-    most recently used connection's. None when nobody has connected."""
-    sealed = (
+    most recently used connection's, renewed first when it is due (a session reopened after everyone's
+    access lapsed must not wait for someone's call). None when nobody has a usable connection."""
+    rows = (
         Connection.objects.filter(upstream_id=upstream_id)
         .order_by(F("last_used_at").desc(nulls_last=True), "-connected_at")
-        .values_list("sealed_credential", flat=True)
-        .first()
+        .values_list("pk", "sealed_credential", "expires_at")[:LISTING_TRIES]
     )
-    return _opened(sealed)["access_token"] if sealed is not None else None
+    for pk, sealed, expires_at in rows:
+        if not _due(expires_at):
+            return _opened(sealed)["access_token"]
+        try:
+            held = _renewed(pk)
+        except (ConnectionEnded, CredentialUnavailable):
+            continue  # that one is gone or cannot be renewed now: the next one
+        if held is not None:
+            return held.token
+    return None
 
 
 def _opened(sealed: str) -> dict[str, str]:

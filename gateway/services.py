@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from audit.models import AuditKind
 from audit.services import audit_record
+from mcpgate.hosts import configured_hosts
 from oauth_ext.models import User
 from oauth_ext.scopes import BASIC_SCOPE, all_scopes
 
@@ -29,7 +30,7 @@ from .crypto import KeyMissing, seal
 from .link import UpstreamConfig, describe, probe
 from .models import NAME_PATTERN, Credential, Transport, Upstream
 from .runtime import exposed_names_elsewhere
-from .upstream_oauth import OAuthFailed, discover
+from .upstream_oauth import Endpoints, OAuthFailed, discover, register
 
 MAX_TIMEOUT = 600.0
 # RFC 9110 §5.1 field-name (token characters).
@@ -108,6 +109,7 @@ class OAuthSettings:
 
 def oauth_settings(
     *,
+    name: str,
     url: str,
     client_id: str,
     client_secret: str | None,
@@ -116,13 +118,12 @@ def oauth_settings(
     scopes: Iterable[str] = (),
 ) -> OAuthSettings:
     """``--per-person-oauth``'s options checked; the endpoints discovered from the upstream's RFC 9728 and
-    RFC 8414 metadata when not given (a network request: run outside an event loop)."""
+    RFC 8414 metadata when not given; and without ``client_id``, mcpgate registered at the authorization
+    server (RFC 7591) with the callback of every host. Network requests: run outside an event loop."""
     option = "--per-person-oauth"
     client_id = client_id.strip()
-    if not client_id or len(client_id) > 300 or not client_id.isprintable():
-        raise UpstreamInvalid(
-            f"{option}: --client-id is required: the id mcpgate is registered with there", Field.OAUTH
-        )
+    if len(client_id) > 300 or not client_id.isprintable():
+        raise UpstreamInvalid(f"{option}: --client-id is not a client id", Field.OAUTH)
     if client_secret is not None and any(c in client_secret for c in "\r\n\0"):
         raise UpstreamInvalid(f"{option}: the client secret must be one line", Field.OAUTH)
     wanted = tuple(dict.fromkeys(scope for scope in scopes if scope))
@@ -135,23 +136,45 @@ def oauth_settings(
             f"{option}: give both --authorization-url and --token-url, or neither (then they are discovered)",
             Field.OAUTH,
         )
-    if authorization_url:
-        for given in (authorization_url, token_url):
-            parts = urlsplit(given)
-            if parts.scheme not in ("http", "https") or not parts.hostname or parts.fragment or parts.username:
-                raise UpstreamInvalid(f"{option}: {given[:200]!r} is not an http:// or https:// URL", Field.OAUTH)
-        return OAuthSettings(client_id, authorization_url, token_url, "", wanted, client_secret)
-    try:
-        endpoints = discover(url)
-    except OAuthFailed as exc:
-        raise UpstreamInvalid(
-            f"{option}: cannot discover the authorization server of {_without_query(url)} ({exc}); "
-            "give --authorization-url and --token-url",
-            Field.OAUTH,
-        ) from None
+    for given in (authorization_url, token_url) if authorization_url else ():
+        parts = urlsplit(given)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.fragment or parts.username:
+            raise UpstreamInvalid(f"{option}: {given[:200]!r} is not an http:// or https:// URL", Field.OAUTH)
+    endpoints = Endpoints(authorization_url, token_url)
+    if not authorization_url or not client_id:
+        try:
+            endpoints = discover(url)
+        except OAuthFailed as exc:
+            raise UpstreamInvalid(
+                f"{option}: cannot discover the authorization server of {_without_query(url)} ({exc}); "
+                "give --authorization-url and --token-url"
+                + ("" if client_id else ", and --client-id (mcpgate registers itself only where it can discover)"),
+                Field.OAUTH,
+            ) from None
+        if authorization_url:  # given: they win over what was discovered for the registration
+            endpoints = Endpoints(authorization_url, token_url, endpoints.issuer, endpoints.registration_url)
+    if not client_id:
+        client_id, client_secret = _registered(name, endpoints, wanted)
     return OAuthSettings(
         client_id, endpoints.authorization_url, endpoints.token_url, endpoints.issuer, wanted, client_secret
     )
+
+
+def _registered(name: str, endpoints: Endpoints, scopes: tuple[str, ...]) -> tuple[str, str]:
+    """mcpgate registered at the upstream's authorization server (RFC 7591), with the /connect/ callback of
+    every host people reach mcpgate at."""
+    option = "--per-person-oauth"
+    if not endpoints.registration_url:
+        raise UpstreamInvalid(
+            f"{option}: --client-id is required: the authorization server offers no registration (RFC 7591)",
+            Field.OAUTH,
+        )
+    callbacks = [host.url(f"/connect/{name}/callback") for host in configured_hosts()]
+    try:
+        registered = register(endpoints, redirect_uris=callbacks, scopes=scopes)
+    except OAuthFailed as exc:
+        raise UpstreamInvalid(f"{option}: registering mcpgate failed ({exc}); give --client-id", Field.OAUTH) from None
+    return registered.client_id, registered.client_secret
 
 
 def parse_header(text: str) -> tuple[str, str]:

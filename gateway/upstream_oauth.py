@@ -30,7 +30,13 @@ from mcp.client.auth.utils import (
     build_oauth_authorization_server_metadata_discovery_urls,
     build_protected_resource_metadata_discovery_urls,
 )
-from mcp.shared.auth import OAuthMetadata, OAuthToken, ProtectedResourceMetadata
+from mcp.shared.auth import (
+    OAuthClientInformationFull,
+    OAuthClientMetadata,
+    OAuthMetadata,
+    OAuthToken,
+    ProtectedResourceMetadata,
+)
 from pydantic import ValidationError
 
 TIMEOUT = 10.0
@@ -60,6 +66,7 @@ class Endpoints:
     authorization_url: str
     token_url: str
     issuer: str = ""  # RFC 8414 ``issuer``, when discovered
+    registration_url: str = ""  # RFC 7591 endpoint, when the server offers one
 
 
 @dataclass(frozen=True)
@@ -113,7 +120,53 @@ def discover(resource: str) -> Endpoints:
         authorization_url=str(metadata.authorization_endpoint),
         token_url=str(metadata.token_endpoint),
         issuer=str(metadata.issuer),
+        registration_url=str(metadata.registration_endpoint) if metadata.registration_endpoint else "",
     )
+
+
+@dataclass(frozen=True)
+class Registered:
+    """What an RFC 7591 registration gave (``repr`` omits the secret)."""
+
+    client_id: str
+    client_secret: str = field(default="", repr=False)
+
+
+def register(endpoints: Endpoints, *, redirect_uris: list[str], scopes: tuple[str, ...]) -> Registered:
+    """RFC 7591 §3.1: register mcpgate as a confidential web client with ``redirect_uris`` (the /connect/
+    callbacks of every mcpgate host); §3.2.1: the client id and secret the server assigned."""
+    metadata = OAuthClientMetadata.model_validate(
+        {
+            "client_name": "mcpgate",
+            "redirect_uris": redirect_uris,
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "client_secret_basic",
+            "application_type": "web",
+            **({"scope": " ".join(scopes)} if scopes else {}),
+        }
+    )
+    where = _origin(endpoints.registration_url)
+    try:
+        with httpx2.Client(timeout=TIMEOUT, follow_redirects=False) as http:
+            response = http.post(
+                endpoints.registration_url,
+                json=metadata.model_dump(mode="json", exclude_none=True),
+                headers={"Accept": "application/json"},
+            )
+    except httpx2.HTTPError as exc:
+        raise OAuthFailed(Problem.UNAVAILABLE, f"{where} could not be reached ({type(exc).__name__})") from None
+    if response.status_code not in (200, 201):
+        error = _json_object(response).get("error")
+        said = f": {str(error)[:60]}" if isinstance(error, str) else ""
+        raise OAuthFailed(Problem.REFUSED, f"{where} refused the registration (HTTP {response.status_code}{said})")
+    try:
+        information = OAuthClientInformationFull.model_validate_json(response.content)
+    except ValidationError:
+        raise OAuthFailed(Problem.INVALID, f"{where} answered the registration with something else") from None
+    if not information.client_id:
+        raise OAuthFailed(Problem.INVALID, f"{where} answered the registration without a client_id")
+    return Registered(client_id=information.client_id, client_secret=information.client_secret or "")
 
 
 def _first(http: httpx2.Client, urls: list[str], model: Any) -> Any:

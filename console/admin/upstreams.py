@@ -140,7 +140,8 @@ class UpstreamForm(forms.Form):
         max_length=300,
         required=False,
         help_text="Per-person OAuth: the client id mcpgate is registered with at the upstream's authorization "
-        "server, with the redirect URI https://HOST/connect/NAME/callback for each host people use.",
+        "server, with the redirect URI https://HOST/connect/NAME/callback for each host people use. Blank: "
+        "mcpgate registers itself there (RFC 7591), where the server offers it.",
     )
     oauth_client_secret = forms.CharField(
         label="OAuth client secret",
@@ -280,6 +281,7 @@ class UpstreamForm(forms.Form):
         if not secret and stored_secret:
             secret = None
         return oauth_settings(
+            name=self.upstream.name if self.upstream is not None else data["name"],
             url=target.url,
             client_id=data["oauth_client_id"],
             client_secret=secret,

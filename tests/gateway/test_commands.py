@@ -18,6 +18,7 @@ from io import StringIO
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 from cryptography.fernet import Fernet
 from django.core.management import call_command
@@ -719,16 +720,6 @@ def test_per_person_oauth_with_both_endpoints_given_needs_no_discovery_and_may_b
     ("options", "message"),
     [
         (
-            [
-                "--per-person-oauth",
-                "--authorization-url",
-                "https://a.example/authorize",
-                "--token-url",
-                "https://a.example/token",
-            ],
-            "--per-person-oauth: --client-id is required: the id mcpgate is registered with there",
-        ),
-        (
             ["--per-person-oauth", "--client-id", "m", "--token-url", "https://a.example/token"],
             "--per-person-oauth: give both --authorization-url and --token-url, or neither (then they are discovered)",
         ),
@@ -765,7 +756,7 @@ def test_per_person_oauth_with_both_endpoints_given_needs_no_discovery_and_may_b
         (["--client-id", "m"], "--client-id: applies with --per-person-oauth"),
         (["--per-person-oauth", "--per-person-token"], None),
     ],
-    ids=["no-client-id", "one-endpoint", "unset-variable", "not-http", "bad-scope", "without-oauth", "both-modes"],
+    ids=["one-endpoint", "unset-variable", "not-http", "bad-scope", "without-oauth", "both-modes"],
 )
 def test_a_per_person_oauth_option_that_cannot_work_is_refused_and_nothing_stored(
     key: str, options: list[str], message: str | None
@@ -787,3 +778,36 @@ def test_per_person_oauth_whose_server_cannot_be_discovered_is_refused(key: str,
         f"found for {person_server} (RFC 9728, RFC 8414)); give --authorization-url and --token-url"
     )
     assert not Upstream.objects.exists()
+
+
+@pytest.mark.django_db
+def test_per_person_oauth_without_a_client_id_where_nothing_can_be_discovered_is_refused(key: str) -> None:
+    url = f"http://127.0.0.1:{free_port()}/mcp"  # nothing listens there
+    message = refused("add_upstream", "tickets", "--url", url, "--per-person-oauth")
+    origin = url.removesuffix("/mcp")
+    assert message == (
+        f"--per-person-oauth: cannot discover the authorization server of {url} ({origin} did not answer "
+        "(ConnectError)); give --authorization-url and --token-url, and --client-id (mcpgate registers itself "
+        "only where it can discover)"
+    )
+    assert not Upstream.objects.exists()
+
+
+@pytest.mark.django_db
+def test_per_person_oauth_without_a_client_id_registers_mcpgate_with_the_callback_of_every_host(
+    key: str, oauth_upstream_url: str
+) -> None:
+    out = run(
+        "add_upstream", "tickets", "--url", oauth_upstream_url, "--per-person-oauth", "--upstream-scopes", "tickets"
+    )
+
+    upstream = Upstream.objects.get()
+    registered = httpx2.get(oauth_upstream_url.removesuffix("/mcp") + "/clients").json()[upstream.oauth_client_id]
+    assert upstream.oauth_client_id != "mcpgate" and upstream.oauth_client_id not in ("", None)
+    secret = unseal(upstream.sealed_oauth_client_secret)["secret"]
+    assert secret and secret not in out
+    assert sorted(registered["redirect_uris"]) == [
+        "http://127.0.0.1:8000/connect/tickets/callback",
+        "https://mcp.example.com/connect/tickets/callback",
+    ]
+    assert (registered["token_endpoint_auth_method"], registered["scope"]) == ("client_secret_basic", "tickets")

@@ -21,7 +21,7 @@ from asgiref.sync import sync_to_async
 from django.db import connections
 
 from audit.models import AuditEvent, AuditKind
-from gateway.connections import REFRESH_AHEAD, connections_delete_for_person
+from gateway.connections import REFRESH_AHEAD, connections_delete_for_person, listing_credential
 from gateway.crypto import unseal
 from gateway.models import Connection, Credential, Upstream
 from gateway.runtime import hub
@@ -69,7 +69,7 @@ def base_of(url: str) -> str:
 async def tickets(url: str, **options: Any) -> Upstream:
     """The upstream as an operator adds it: client id and secret, endpoints discovered from its metadata."""
     settings = await sync_to_async(oauth_settings)(
-        url=url, client_id="mcpgate", client_secret="tickets-secret", scopes=["tickets"]
+        name="tickets", url=url, client_id="mcpgate", client_secret="tickets-secret", scopes=["tickets"]
     )
     return await add_upstream(
         "tickets", url=url, credential=Credential.PERSON_OAUTH, oauth=settings, connect=False, **options
@@ -307,3 +307,36 @@ async def test_the_database_and_the_logs_hold_no_upstream_token_in_clear(
     stored = await sync_to_async(everything_stored)()
     for secret in (*opened.values(), "tickets-secret"):
         assert secret not in stored and secret not in caplog.text
+
+
+async def test_a_session_reopened_after_everyones_access_lapsed_renews_the_listing_credential_itself(
+    upstream_keys, short_lived_server, site, mcp, make_token
+) -> None:
+    """Reopening the shared session must not wait for someone's call to renew a token to list with."""
+    upstream = await tickets(short_lived_server)
+    await Browser(site, ALICE).connect("alice-at-tickets")
+    await listed(short_lived_server)
+    await asyncio.sleep(2.5)  # Alice's access token is now due
+
+    token = await sync_to_async(listing_credential)(upstream_id=upstream.pk)
+
+    assert (await stats(short_lived_server))["refreshes"] == 1
+    connection = await sync_to_async(Connection.objects.get)()
+    assert token == unseal(connection.sealed_credential)["access_token"]
+
+
+async def test_mcpgate_registered_by_itself_connects_people_like_a_given_client(
+    upstream_keys, tickets_server, site, mcp, make_token
+) -> None:
+    """No --client-id: mcpgate registered itself (RFC 7591) with its callbacks, and the flow is the same."""
+    settings = await sync_to_async(oauth_settings)(
+        name="tickets", url=tickets_server, client_id="", client_secret=None, scopes=["tickets"]
+    )
+    assert settings.client_id != "mcpgate" and settings.client_secret
+    await add_upstream("tickets", url=tickets_server, credential=Credential.PERSON_OAUTH, oauth=settings, connect=False)
+
+    assert (await Browser(site, ALICE).connect("alice-at-tickets")).status_code == 302
+    await listed(tickets_server)
+
+    token = await sync_to_async(make_token)(await person(ALICE))
+    assert text(await whoami(mcp, token)) == "alice-at-tickets"

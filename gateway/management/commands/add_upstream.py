@@ -57,7 +57,12 @@ class Command(BaseCommand):
             help="Streamable HTTP: each person connects their own account at /connect/NAME/ by signing in at the "
             "upstream's OAuth server; register https://HOST/connect/NAME/callback there.",
         )
-        parser.add_argument("--client-id", default="", help="With --per-person-oauth: mcpgate's client id there.")
+        parser.add_argument(
+            "--client-id",
+            default="",
+            help="With --per-person-oauth: mcpgate's client id there. Omitted: mcpgate registers itself (RFC 7591) "
+            "where the server offers registration.",
+        )
         parser.add_argument(
             "--client-secret-env",
             metavar="VAR",
@@ -97,7 +102,7 @@ class Command(BaseCommand):
                 credential = Credential.PERSON_OAUTH
             oauth = None
             if credential is Credential.PERSON_OAUTH and target.transport == Transport.STREAMABLE_HTTP:
-                oauth = self._oauth(options, url=target.url)
+                oauth = self._oauth(options, name=name, url=target.url)
             elif credential is not Credential.PERSON_OAUTH:
                 for option in ("client_id", "client_secret_env", "authorization_url", "token_url", "upstream_scopes"):
                     if options[option]:
@@ -134,7 +139,7 @@ class Command(BaseCommand):
         )
 
     @staticmethod
-    def _oauth(options: dict[str, Any], *, url: str) -> OAuthSettings:
+    def _oauth(options: dict[str, Any], *, name: str, url: str) -> OAuthSettings:
         """The OAuth client options, the secret read from the variable ``--client-secret-env`` names."""
         variable = options["client_secret_env"]
         secret = ""
@@ -143,6 +148,7 @@ class Command(BaseCommand):
                 raise UpstreamInvalid(f"--client-secret-env {variable[:60]}: that environment variable is not set")
             secret = os.environ[variable]
         return oauth_settings(
+            name=name,
             url=url,
             client_id=options["client_id"],
             client_secret=secret,
