@@ -85,6 +85,7 @@ class NotConnected(Exception):
     """The person has not connected their account at a per-person upstream; the message says where to."""
 
     def __init__(self, *, upstream: str, url: str, ended: bool = False) -> None:
+        self.upstream, self.url = upstream, url
         if ended:
             message = (
                 f"{upstream} no longer accepts the account you connected, so mcpgate has forgotten it. "

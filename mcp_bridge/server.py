@@ -18,6 +18,7 @@ from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
@@ -177,7 +178,7 @@ async def list_tools(ctx: Any, params: types.PaginatedRequestParams | None) -> t
     return types.ListToolsResult(tools=local + hub.tools_for(caller.groups))
 
 
-async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult | types.InputRequiredResult:
     """tools/call: an unknown tool is a JSON-RPC error; the tool's own failure is ``isError`` (L4).
 
     A database outage meanwhile (the tool's queries or the audit row) is marked on the request's
@@ -233,7 +234,7 @@ def database_unavailable(ctx: Any, exc: BaseException, doing: str) -> MCPError:
 
 async def call_upstream_tool(
     ctx: Any, caller: ToolContext, link: Link, params: types.CallToolRequestParams
-) -> types.CallToolResult:
+) -> types.CallToolResult | types.InputRequiredResult:
     """tools/call through the gateway: the upstream's result as it gave it, and one audit row naming it.
 
     The upstream gets only what its operator configured (gateway.runtime), never the caller's
@@ -244,10 +245,16 @@ async def call_upstream_tool(
     arguments = dict(params.arguments or {})
     started = time.perf_counter()
     failure: MCPError | None = None
+    result: types.CallToolResult | types.InputRequiredResult | None
     with tracing.tool_span(params.name):
         try:
             result = await _for_person(ctx, caller, link, lambda: link.call_tool(params.name, arguments))
             outcome = "error" if result.is_error else "ok"
+        except NotConnected as exc:
+            asked = ask_to_connect(ctx, params, exc)
+            result, outcome = (
+                (asked, "connect_requested") if asked is not None else (_error_result(str(exc)), "not_connected")
+            )
         except tuple(PERSON_PROBLEMS) as exc:
             result, outcome = _error_result(str(exc)), PERSON_PROBLEMS[type(exc)]
         except UpstreamFailed as exc:
@@ -388,6 +395,31 @@ async def _answered_for_person(ctx: Any, link: Link, request: Callable[[], Await
         return await _for_person(ctx, _tool_context(ctx), link, request)
     except (UpstreamFailed, AssertionUnavailable, NotConnected, CredentialUnavailable) as exc:
         raise MCPError(types.INTERNAL_ERROR, str(exc)) from None
+
+
+def ask_to_connect(
+    ctx: Any, params: types.CallToolRequestParams, problem: NotConnected
+) -> types.InputRequiredResult | None:
+    """A person who has not connected the upstream is asked to, through the client, when it can show a URL.
+
+    MCP 2026-07-28 "Multi Round-Trip Requests": a ``tools/call`` answered with an ``InputRequiredResult``
+    holding a URL-mode elicitation (``elicitation/create``, mode ``url``: the /connect/ page, opened in the
+    person's browser, never in the client) is retried by the client once the person is done. Only when the
+    request's own capabilities declare ``elicitation.url`` (the client must, to be sent one), and only once:
+    a retry that carries an answer to it and is still not connected gets the tool error instead. Earlier
+    versions' clients, whose capabilities a stateless server does not keep, get the tool error.
+    """
+    session = getattr(ctx, "session", None)
+    if session is None or session.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+        return None
+    capabilities = session.client_capabilities
+    if capabilities is None or capabilities.elicitation is None or capabilities.elicitation.url is None:
+        return None
+    key = f"connect-{problem.upstream}"
+    if params.input_responses and key in params.input_responses:
+        return None
+    elicitation = types.ElicitRequest(params=types.ElicitRequestURLParams(message=str(problem), url=problem.url))
+    return types.InputRequiredResult(input_requests={key: elicitation})
 
 
 def audit_tool_call_in_thread(caller: ToolContext, name: str, **fields: Any) -> None:

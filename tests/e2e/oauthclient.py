@@ -25,6 +25,7 @@ from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull,
 from tests import personas
 
 ALICE = {"X-Forwarded-Email": personas.ALICE, "X-Forwarded-Groups": "eng"}
+BOB = {"X-Forwarded-Email": personas.BOB, "X-Forwarded-Groups": "sales"}
 
 
 def json_of(response: httpx2.Response) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import httpx2
+import mcp_types as types
 import pytest
 from cryptography.fernet import Fernet
 from mcp.client import Client
@@ -36,6 +37,7 @@ from gateway.services import parse_env, parse_header, target_from, upstream_crea
 from tests.gateway.fixtures import serving
 
 from .oauthclient import ALICE as ALICE_BROWSER
+from .oauthclient import BOB as BOB_BROWSER
 from .oauthclient import person_token
 from .server import GunicornServer, ServerFailed, database_env, free_port, gunicorn, manage
 from .upstreamhelpers import (
@@ -518,6 +520,13 @@ def test_an_internal_upstream_verifies_the_person_against_the_key_set_before_and
 SHORT_LIFETIME = int(REFRESH_AHEAD.total_seconds()) + 2
 
 
+def retire_tickets(server: GunicornServer) -> None:
+    """Remove the upstream, and give the workers two polls to drop it, before its process stops: the test is
+    over, and its end is no upstream outage."""
+    server.manage("remove_upstream", "tickets")
+    time.sleep(2 * POLL_SECONDS + 0.5)
+
+
 def connect_in_the_browser(server: GunicornServer, person: dict[str, str], account: str) -> None:
     """``person`` connects ``account`` at the upstream tickets: /connect/tickets/, Continue, the upstream's
     /authorize and sign-in form, back to mcpgate's callback (their browser, through the proxy's headers)."""
@@ -586,7 +595,72 @@ def test_a_person_connects_through_the_real_flow_and_concurrent_calls_on_two_wor
             before = http.get(url.removesuffix("/mcp") + "/stats").json()
             run(calls)
             after = http.get(url.removesuffix("/mcp") + "/stats").json()
+        retire_tickets(gunicorn_server)
 
     assert answers == ["alice-at-tickets"] * FRESH_CONNECTIONS
     assert (after["codes"], after["refreshes"] - before["refreshes"], after["spent_refresh_reused"]) == (1, 1, 0)
     assert not gunicorn_server.leaked()
+
+
+def test_the_sdk_client_is_asked_to_connect_by_url_elicitation_and_its_retry_acts_as_the_person(
+    gunicorn_server: GunicornServer,
+) -> None:
+    """Bob has not connected tickets; his client (the ``mcp`` SDK's, 2026-07-28, with an elicitation callback)
+    is sent the /connect/ page as a URL-mode elicitation, the callback has Bob connect in his browser, and the
+    SDK's retry returns the upstream's answer as Bob's account."""
+    callback = gunicorn_server.internal + "/connect/tickets/callback"
+    with contextmanager(serving)("oauth_server.py", "3600", callback) as url:
+        manage(
+            gunicorn_server.env | {"TICKETS_SECRET": "tickets-secret"},
+            "add_upstream",
+            "tickets",
+            "--url",
+            url,
+            "--per-person-oauth",
+            "--client-id",
+            "mcpgate",
+            "--client-secret-env",
+            "TICKETS_SECRET",
+        )
+        connect_in_the_browser(gunicorn_server, ALICE_BROWSER, "alice-at-tickets")  # so that it is listed
+        token = person_token(gunicorn_server, client_name="Bob's client", redirect_uri=REDIRECT_URI, person=BOB_BROWSER)
+        asked: list[types.ElicitRequestParams] = []
+
+        async def elicit(context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+            asked.append(params)
+            await anyio.to_thread.run_sync(connect_in_the_browser, gunicorn_server, BOB_BROWSER, "bob-at-tickets")
+            return types.ElicitResult(action="accept")
+
+        answers: list[str] = []
+
+        async def call() -> None:
+            async with mcp_session(gunicorn_server, token) as warm:  # both workers have listed it
+                await served_as_not_connected(warm)
+            http = gunicorn_server.async_client(headers={"Authorization": f"Bearer {token}"})
+            transport = streamable_http_client(gunicorn_server.internal + "/mcp", http_client=http)
+            async with http, Client(transport, mode="2026-07-28", elicitation_callback=elicit) as client:
+                answers.append(text_of(await client.call_tool("tickets__whoami", {})))
+
+        run(call)
+        retire_tickets(gunicorn_server)
+
+    assert answers == ["bob-at-tickets"]
+    (params,) = asked
+    assert isinstance(params, types.ElicitRequestURLParams)
+    assert params.url == gunicorn_server.internal + "/connect/tickets/"
+    assert params.message.startswith("This tool acts as your own tickets account")
+
+
+async def served_as_not_connected(client: Client, *, within: float = SERVED_WITHIN) -> None:
+    """Call tickets__whoami until it is known (the worker has listed it): not connected yet, a tool error."""
+    started = time.monotonic()
+    while True:
+        try:
+            result = await client.call_tool("tickets__whoami", {})
+        except MCPError as exc:
+            assert "Unknown tool" in str(exc), exc
+        else:
+            assert result.is_error and "Connect it at" in text_of(result), result
+            return
+        assert time.monotonic() - started < within, "tickets__whoami not listed"
+        await anyio.sleep(0.1)

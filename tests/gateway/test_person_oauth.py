@@ -35,7 +35,7 @@ from tests.gateway.fixtures import (  # noqa: F401  (fixtures)
     tool_calls,
     upstream_keys_fixture,
 )
-from tests.mcp_bridge.conftest import PROXY_PEER, bearer, call, http_client
+from tests.mcp_bridge.conftest import PROXY_PEER, bearer, call, envelope, http_client, modern, rpc
 from tests.personas import ALICE, BOB
 
 pytestmark = [pytest.mark.anyio, pytest.mark.django_db(transaction=True)]
@@ -340,3 +340,66 @@ async def test_mcpgate_registered_by_itself_connects_people_like_a_given_client(
 
     token = await sync_to_async(make_token)(await person(ALICE))
     assert text(await whoami(mcp, token)) == "alice-at-tickets"
+
+
+def modern_call(params: dict[str, Any], *, url_elicitation: bool) -> dict[str, Any]:
+    """A 2026-07-28 tools/call of tickets__whoami, its capabilities declaring URL-mode elicitation or not."""
+    body = rpc("tools/call", envelope({"name": "tickets__whoami", "arguments": {}, **params}))
+    if url_elicitation:
+        body["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"] = {"elicitation": {"url": {}}}
+    return body
+
+
+async def test_a_client_that_can_show_a_url_is_asked_to_connect_and_its_retry_then_acts_as_the_person(
+    upstream_keys, tickets_server, site, mcp, make_token
+) -> None:
+    """2026-07-28: the connect page comes back as a URL-mode elicitation in an InputRequiredResult; once the
+    person has connected, the client's retry (with its answer) is the upstream's result."""
+    await tickets(tickets_server)
+    alice_browser = Browser(site, ALICE)
+    await Browser(site, BOB, "sales").connect("bob-at-tickets")  # so that the upstream is listed
+    await listed(tickets_server)
+    await alice_browser.get("/connect/")  # Alice's account exists from her first sign-in
+    token = await sync_to_async(make_token)(await person(ALICE))
+    headers = modern(token, "tools/call", "tickets__whoami")
+
+    asked = await mcp.post("/mcp", json=modern_call({}, url_elicitation=True), headers=headers)
+
+    result = asked.json()["result"]
+    assert result["resultType"] == "input_required"
+    assert result["inputRequests"] == {
+        "connect-tickets": {
+            "method": "elicitation/create",
+            "params": {
+                "mode": "url",
+                "message": "This tool acts as your own tickets account, which you have not connected to mcpgate. "
+                f"Connect it at {CONNECT_URL} and call the tool again.",
+                "url": CONNECT_URL,
+            },
+        }
+    }
+    await alice_browser.connect("alice-at-tickets")
+    answered = {"inputResponses": {"connect-tickets": {"action": "accept"}}}
+    retried = await mcp.post("/mcp", json=modern_call(answered, url_elicitation=True), headers=headers)
+    assert retried.json()["result"]["content"][0]["text"] == "alice-at-tickets"
+    assert await outcomes() == ["connect_requested", "ok"]
+
+
+async def test_a_retry_still_not_connected_and_a_client_without_url_elicitation_get_the_tool_error(
+    upstream_keys, tickets_server, site, mcp, make_token
+) -> None:
+    await tickets(tickets_server)
+    await Browser(site, BOB, "sales").connect("bob-at-tickets")
+    await listed(tickets_server)
+    carol = await sync_to_async(User.objects.create)(username="carol@example.com", email="carol@example.com")
+    headers = modern(await sync_to_async(make_token)(carol), "tools/call", "tickets__whoami")
+
+    declined = {"inputResponses": {"connect-tickets": {"action": "decline"}}}
+    for body in (modern_call(declined, url_elicitation=True), modern_call({}, url_elicitation=False)):
+        result = (await mcp.post("/mcp", json=body, headers=headers)).json()["result"]
+        assert result["isError"] is True and "Connect it at" in result["content"][0]["text"]
+    assert await outcomes() == ["not_connected", "not_connected"]
+
+
+async def outcomes() -> list[str]:
+    return [detail["outcome"] for detail in await sync_to_async(tool_calls)()]
