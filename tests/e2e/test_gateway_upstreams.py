@@ -520,6 +520,17 @@ def test_an_internal_upstream_verifies_the_person_against_the_key_set_before_and
 SHORT_LIFETIME = int(REFRESH_AHEAD.total_seconds()) + 2
 
 
+def add_tickets(server: GunicornServer, url: str) -> None:
+    """``manage.py add_upstream tickets --per-person-oauth`` for oauth_server.py at ``url``, its endpoints
+    discovered, the client secret given in an environment variable as an operator would."""
+    manage(
+        server.env | {"TICKETS_SECRET": "tickets-secret"},
+        *("add_upstream", "tickets", "--url", url, "--per-person-oauth", "--client-id", "mcpgate"),
+        *("--client-secret-env", "TICKETS_SECRET", "--upstream-scopes", "tickets"),
+    )
+    server.remember("tickets-secret")
+
+
 def retire_tickets(server: GunicornServer) -> None:
     """Remove the upstream, and give the workers two polls to drop it, before its process stops: the test is
     over, and its end is no upstream outage."""
@@ -555,21 +566,7 @@ def test_a_person_connects_through_the_real_flow_and_concurrent_calls_on_two_wor
     both workers) renew it once: the upstream saw one refresh and never a spent refresh token again."""
     callback = gunicorn_server.internal + "/connect/tickets/callback"
     with contextmanager(serving)("oauth_server.py", str(SHORT_LIFETIME), callback) as url:
-        manage(
-            gunicorn_server.env | {"TICKETS_SECRET": "tickets-secret"},
-            "add_upstream",
-            "tickets",
-            "--url",
-            url,
-            "--per-person-oauth",
-            "--client-id",
-            "mcpgate",
-            "--client-secret-env",
-            "TICKETS_SECRET",
-            "--upstream-scopes",
-            "tickets",
-        )
-        gunicorn_server.remember("tickets-secret")
+        add_tickets(gunicorn_server, url)
         connect_in_the_browser(gunicorn_server, ALICE_BROWSER, "alice-at-tickets")
         token = alice_token(gunicorn_server)
         answers: list[str] = []
@@ -610,18 +607,7 @@ def test_the_sdk_client_is_asked_to_connect_by_url_elicitation_and_its_retry_act
     SDK's retry returns the upstream's answer as Bob's account."""
     callback = gunicorn_server.internal + "/connect/tickets/callback"
     with contextmanager(serving)("oauth_server.py", "3600", callback) as url:
-        manage(
-            gunicorn_server.env | {"TICKETS_SECRET": "tickets-secret"},
-            "add_upstream",
-            "tickets",
-            "--url",
-            url,
-            "--per-person-oauth",
-            "--client-id",
-            "mcpgate",
-            "--client-secret-env",
-            "TICKETS_SECRET",
-        )
+        add_tickets(gunicorn_server, url)
         connect_in_the_browser(gunicorn_server, ALICE_BROWSER, "alice-at-tickets")  # so that it is listed
         token = person_token(gunicorn_server, client_name="Bob's client", redirect_uri=REDIRECT_URI, person=BOB_BROWSER)
         asked: list[types.ElicitRequestParams] = []
@@ -634,12 +620,17 @@ def test_the_sdk_client_is_asked_to_connect_by_url_elicitation_and_its_retry_act
         answers: list[str] = []
 
         async def call() -> None:
-            async with mcp_session(gunicorn_server, token) as warm:  # both workers have listed it
-                await served_as_not_connected(warm)
             http = gunicorn_server.async_client(headers={"Authorization": f"Bearer {token}"})
             transport = streamable_http_client(gunicorn_server.internal + "/mcp", http_client=http)
             async with http, Client(transport, mode="2026-07-28", elicitation_callback=elicit) as client:
-                answers.append(text_of(await client.call_tool("tickets__whoami", {})))
+                started = time.monotonic()
+                while True:  # until the worker this connection reached has listed tickets
+                    try:
+                        answers.append(text_of(await client.call_tool("tickets__whoami", {})))
+                        return
+                    except MCPError as exc:
+                        assert "Unknown tool" in str(exc) and time.monotonic() - started < SERVED_WITHIN, exc
+                    await anyio.sleep(0.1)
 
         run(call)
         retire_tickets(gunicorn_server)
@@ -649,18 +640,3 @@ def test_the_sdk_client_is_asked_to_connect_by_url_elicitation_and_its_retry_act
     assert isinstance(params, types.ElicitRequestURLParams)
     assert params.url == gunicorn_server.internal + "/connect/tickets/"
     assert params.message.startswith("This tool acts as your own tickets account")
-
-
-async def served_as_not_connected(client: Client, *, within: float = SERVED_WITHIN) -> None:
-    """Call tickets__whoami until it is known (the worker has listed it): not connected yet, a tool error."""
-    started = time.monotonic()
-    while True:
-        try:
-            result = await client.call_tool("tickets__whoami", {})
-        except MCPError as exc:
-            assert "Unknown tool" in str(exc), exc
-        else:
-            assert result.is_error and "Connect it at" in text_of(result), result
-            return
-        assert time.monotonic() - started < within, "tickets__whoami not listed"
-        await anyio.sleep(0.1)

@@ -118,6 +118,17 @@ class Browser:
         return await self.get(callback.removeprefix(INTERNAL_BASE))
 
 
+async def connected(url: str, site: Any, *people: tuple[str, str, str]) -> None:
+    """``tickets`` added for ``url``, each (email, groups, account) of ``people`` connected, and listed."""
+    await tickets(url)
+    for email, groups, account in people:
+        assert (await Browser(site, email, groups).connect(account)).status_code == 302
+    await listed(url)
+
+
+ALICE_AT_TICKETS = (ALICE, "eng", "alice-at-tickets")
+
+
 async def listed(url: str) -> None:
     upstream = await sync_to_async(Upstream.objects.get)(name="tickets")
     await hub.reload()
@@ -190,9 +201,7 @@ async def test_two_people_connect_through_the_real_flow_and_each_call_acts_as_th
 async def test_a_third_person_who_has_not_connected_gets_the_connect_error(
     upstream_keys, tickets_server, site, mcp, make_token
 ) -> None:
-    await tickets(tickets_server)
-    await Browser(site, ALICE).connect("alice-at-tickets")
-    await listed(tickets_server)
+    await connected(tickets_server, site, ALICE_AT_TICKETS)
     carol = await sync_to_async(User.objects.create)(username="carol@example.com", email="carol@example.com")
 
     result = await whoami(mcp, await sync_to_async(make_token)(carol))
@@ -207,9 +216,7 @@ async def test_a_third_person_who_has_not_connected_gets_the_connect_error(
 async def test_an_expiring_token_is_renewed_once_for_concurrent_calls_and_the_spent_refresh_token_never_sent_again(
     upstream_keys, short_lived_server, site, mcp, make_token
 ) -> None:
-    await tickets(short_lived_server)
-    await Browser(site, ALICE).connect("alice-at-tickets")
-    await listed(short_lived_server)
+    await connected(short_lived_server, site, ALICE_AT_TICKETS)
     alice_token = await sync_to_async(make_token)(await person(ALICE))
     before = await sync_to_async(Connection.objects.get)()
     await asyncio.sleep(2.5)  # now within REFRESH_AHEAD of its expiry
@@ -226,9 +233,7 @@ async def test_an_expiring_token_is_renewed_once_for_concurrent_calls_and_the_sp
 async def test_a_refused_renewal_forgets_the_connection_and_asks_to_connect_again(
     upstream_keys, short_lived_server, site, mcp, make_token
 ) -> None:
-    await tickets(short_lived_server)
-    await Browser(site, ALICE).connect("alice-at-tickets")
-    await listed(short_lived_server)
+    await connected(short_lived_server, site, ALICE_AT_TICKETS)
     alice_token = await sync_to_async(make_token)(await person(ALICE))
     async with httpx2.AsyncClient() as http:
         await http.post(base_of(short_lived_server) + "/revoke-account", content="alice-at-tickets")
@@ -249,9 +254,7 @@ async def test_a_refused_renewal_forgets_the_connection_and_asks_to_connect_agai
 async def test_a_revocation_at_the_upstream_stops_use_at_once(
     upstream_keys, tickets_server, site, mcp, make_token
 ) -> None:
-    await tickets(tickets_server)
-    await Browser(site, ALICE).connect("alice-at-tickets")
-    await listed(tickets_server)
+    await connected(tickets_server, site, ALICE_AT_TICKETS)
     alice_token = await sync_to_async(make_token)(await person(ALICE))
     assert text(await whoami(mcp, alice_token)) == "alice-at-tickets"
 
@@ -288,9 +291,7 @@ async def test_disconnect_and_offboarding_each_stop_use_at_once(
 async def test_the_database_and_the_logs_hold_no_upstream_token_in_clear(
     upstream_keys, tickets_server, site, mcp, make_token, caplog
 ) -> None:
-    await tickets(tickets_server)
-    await Browser(site, ALICE).connect("alice-at-tickets")
-    await listed(tickets_server)
+    await connected(tickets_server, site, ALICE_AT_TICKETS)
     await whoami(mcp, await sync_to_async(make_token)(await person(ALICE)))
     connection = await sync_to_async(Connection.objects.get)()
     opened = unseal(connection.sealed_credential)

@@ -26,7 +26,7 @@ from tests.gateway.fixtures import (  # noqa: F401  (fixtures)
     tool_calls,
     upstream_keys_fixture,
 )
-from tests.mcp_bridge.conftest import bearer, call
+from tests.mcp_bridge.conftest import bearer, call, thread_statements
 
 pytestmark = [pytest.mark.anyio, pytest.mark.django_db(transaction=True)]
 
@@ -220,20 +220,10 @@ async def test_a_per_person_call_costs_the_lookup_the_connection_and_the_audit_r
     """Three statements, and a fourth (``last_used_at``) at most once a minute per connection."""
     settings.MCPGATE_UPSTREAM_POLL_SECONDS = 3600
     await tickets(person_server, alice)
-    statements: list[str] = []
-
-    def count(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        statements.append(sql)
-        return execute(sql, params, many, context)
-
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, lambda: connections["default"].execute_wrappers.append(count))
-    try:
+    async with thread_statements() as statements:
         first = await whoami(mcp, alice_token)
         counted_first = len(statements) + len(loop_statements)
         second = await whoami(mcp, alice_token)
-    finally:
-        await loop.run_in_executor(None, lambda: connections["default"].execute_wrappers.remove(count))
 
     assert text(first) == text(second) == "alice-at-tickets"
     everything = statements + loop_statements

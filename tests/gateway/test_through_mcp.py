@@ -9,7 +9,6 @@ tool list, an upstream removed or added), use the hand-written fixtures/raw_serv
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 from dataclasses import dataclass
@@ -19,7 +18,6 @@ import anyio
 import httpx2
 import pytest
 from asgiref.sync import sync_to_async
-from django.db import connections
 from mcp.client.client import Client
 from mcp.client.stdio import StdioServerParameters
 
@@ -35,7 +33,16 @@ from tests.gateway.fixtures import (
     process_gone,
     remove_upstream,
 )
-from tests.mcp_bridge.conftest import HANDSHAKE_VERSION, MODERN_VERSION, bearer, call, envelope, modern, rpc
+from tests.mcp_bridge.conftest import (
+    HANDSHAKE_VERSION,
+    MODERN_VERSION,
+    bearer,
+    call,
+    envelope,
+    modern,
+    rpc,
+    thread_statements,
+)
 from tests.personas import ALICE
 
 pytestmark = pytest.mark.anyio
@@ -280,18 +287,8 @@ async def test_an_upstream_tools_call_costs_at_most_two_sql_statements_on_the_re
     added) is over once the upstream is connected.
     """
     await add_upstream("tools", fixture_command("raw_server.py", "tools"))
-    statements: list[str] = []
-
-    def count(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        statements.append(sql)
-        return execute(sql, params, many, context)
-
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, lambda: connections["default"].execute_wrappers.append(count))
-    try:
+    async with thread_statements() as statements:
         r = await mcp.post("/mcp", json=call("tools__ping_back", {"text": "hi"}), headers=bearer(alice_token))
-    finally:
-        await loop.run_in_executor(None, lambda: connections["default"].execute_wrappers.remove(count))
 
     assert result_of(r)["content"] == [{"type": "text", "text": "hi"}]
     statements += loop_statements

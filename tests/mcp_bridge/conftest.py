@@ -106,6 +106,24 @@ def loop_statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return sent
 
 
+@asynccontextmanager
+async def thread_statements() -> AsyncIterator[list[str]]:
+    """The SQL the request path's worker thread sends within the block: the ``site`` fixture makes the event
+    loop's default executor one thread, whose connection a wrapper counts."""
+    sent: list[str] = []
+
+    def count(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        sent.append(sql)
+        return execute(sql, params, many, context)
+
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, lambda: connections["default"].execute_wrappers.append(count))
+    try:
+        yield sent
+    finally:
+        await loop.run_in_executor(None, lambda: connections["default"].execute_wrappers.remove(count))
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

@@ -7,18 +7,17 @@ its user and its client in one SELECT) and the tool run (the audit row in one IN
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from typing import Any
 
 import pytest
-from django.db import connection, connections
+from django.db import connection
 
 from mcp_bridge.endpoint import admit
 from mcp_bridge.registry import registry
 from mcp_bridge.server import run_tool
 from mcp_bridge.tokens import load_access_token, lookup_sql
-from tests.mcp_bridge.conftest import PEER, bearer, call
+from tests.mcp_bridge.conftest import PEER, bearer, call, thread_statements
 from tests.personas import ALICE
 
 
@@ -103,18 +102,8 @@ async def test_on_postgresql_a_tools_call_sends_its_two_statements_from_the_even
     """Through HTTP: the lookup and the audit row on the loop's own connections (mcpgate.asyncdb); the
     worker thread that runs the tool (the ``site`` fixture's one executor thread, whose statements a
     wrapper counts) sends none for ``whoami``."""
-    in_thread: list[str] = []
-
-    def count(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        in_thread.append(sql)
-        return execute(sql, params, many, context)
-
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, lambda: connections["default"].execute_wrappers.append(count))
-    try:
+    async with thread_statements() as in_thread:
         r = await mcp.post("/mcp", json=call("whoami"), headers=bearer(alice_token))
-    finally:
-        await loop.run_in_executor(None, lambda: connections["default"].execute_wrappers.remove(count))
 
     assert r.status_code == 200 and r.json()["result"]["structuredContent"]["email"] == ALICE
     lookup, insert = loop_statements
