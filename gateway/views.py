@@ -12,7 +12,6 @@ from django.shortcuts import render
 from django.views.decorators.cache import cache_control, never_cache
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from mcpgate.errors import PAGE_CSP
 from mcpgate.hosts import host_for_request
 from oauth_ext.models import User
 
@@ -36,6 +35,8 @@ from .selectors import personal_upstream, personal_upstreams
 logger = logging.getLogger(__name__)
 
 CONNECT_LIST = "/connect/"
+# As the consent page's: its own stylesheet and icon, nothing to run, nothing to frame.
+CONNECT_CSP = "default-src 'none'; style-src 'self'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'"
 
 
 @require_safe
@@ -59,7 +60,7 @@ def _page(request: HttpRequest, template: str, context: dict[str, object], *, st
         if isinstance(upstream, Upstream) and upstream.credential == Credential.PERSON_OAUTH
         else ""
     )
-    response["Content-Security-Policy"] = PAGE_CSP + f"; form-action 'self'{sign_in}"
+    response["Content-Security-Policy"] = CONNECT_CSP + f"; form-action 'self'{sign_in}"
     return response
 
 

@@ -12,13 +12,16 @@ import re
 import socket
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
 
+from tests import personas
 from tests.e2e.server import GunicornServer, ServerFailed, database_env, gunicorn
+from tests.gateway.fixtures import serving
 
 from .conftest import OPERATOR
 from .test_admin_browser import Person
@@ -77,7 +80,7 @@ def test_operator_adds_an_upstream_its_secret_is_never_shown_again_and_its_healt
     page = olivia.page
     page.get_by_label("Name:", exact=True).fill("closed")
     page.get_by_label("Transport:").select_option("streamable_http")
-    page.get_by_label("URL:").fill(f"http://127.0.0.1:{closed_port()}/mcp")
+    page.get_by_label("URL:", exact=True).fill(f"http://127.0.0.1:{closed_port()}/mcp")
     page.get_by_label("Timeout (seconds):").fill("5")
     page.get_by_label("Headers:", exact=True).fill(f"Authorization: {SECRET}")
     olivia.screenshot("11-add-upstream")
@@ -115,3 +118,39 @@ def test_operator_adds_an_upstream_its_secret_is_never_shown_again_and_its_healt
     failing.get_by_role("link", name="closed").click()
     assert "failing since" in page.inner_text(".mcpgate-upstream-health")
     olivia.screenshot("14-overview-failing-upstream")
+
+
+def test_a_person_connects_their_account_through_the_upstreams_own_sign_in_in_a_real_browser(
+    chromium: Any, gateway_server: GunicornServer, artifacts: Path
+) -> None:
+    """Issue 12, per-person OAuth, in Chromium: /connect/, the upstream's page, Continue (a form whose answer is
+    a redirect to the upstream's authorization server, which the page's CSP ``form-action`` must allow), the
+    upstream's own sign-in (tests/gateway/fixtures/oauth_server.py), and back to /connect/, connected. mcpgate
+    registered itself there (RFC 7591: no --client-id). No console error on mcpgate's pages."""
+    callback = gateway_server.internal + "/connect/tickets/callback"
+    with contextmanager(serving)("oauth_server.py", "3600", callback) as url:
+        gateway_server.manage(
+            "add_upstream", "tickets", "--url", url, "--per-person-oauth", "--upstream-scopes", "tickets"
+        )
+        alice = Person(chromium, gateway_server, personas.ALICE, artifacts)
+        try:
+            page = alice.page
+            alice.visit("/connect/")
+            assert "not connected" in page.locator("table.connections").inner_text()
+            page.get_by_role("link", name="Connect").click()
+            alice.check_page()
+            assert "You sign in at" in page.inner_text("main")
+            alice.screenshot("20-connect-upstream")
+
+            page.get_by_role("button", name="Continue to tickets").click()
+            page.wait_for_url(re.compile(re.escape(url.removesuffix("/mcp")) + "/login"))
+            page.locator("input[name=account]").fill("alice-at-tickets")
+            page.get_by_role("button", name="Sign in").click()
+
+            page.wait_for_url(gateway_server.internal + "/connect/")
+            alice.check_page()
+            assert re.search(r"connected \d+ \w+ \d{4}", page.locator("table.connections").inner_text())
+            alice.screenshot("21-connected")
+        finally:
+            alice.close()
+            gateway_server.manage("remove_upstream", "tickets")
