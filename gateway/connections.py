@@ -365,15 +365,24 @@ def _held(pk: int, connected_at: datetime, credential: dict[str, str]) -> Held:
     return Held(connection_id=pk, connected_at=connected_at, token=credential["access_token"])
 
 
-def _renewed(pk: int) -> Held | None:
+def connection_renewed_after_refusal(*, held: Held) -> Held | None:
+    """The upstream answered 401 to ``held``'s access token, which it may have revoked or expired early: the
+    connection renewed at once, like an expiring one (RFC 6750 §3.1 ``invalid_token``: the client may get a
+    new token). Another call's renewal meanwhile is used as it is. None when the connection is gone."""
+    return _renewed(held.connection_id, refused=held.token)
+
+
+def _renewed(pk: int, *, refused: str | None = None) -> Held | None:
     """The connection's access token renewed (RFC 6749 §6) under a lock on its row, unless whoever held the
-    lock before renewed it already. A refusal deletes the connection (``ConnectionEnded``)."""
+    lock before renewed it already; ``refused``: an access token the upstream refused, renewed even when it
+    is not due. A refusal of the renewal deletes the connection (``ConnectionEnded``)."""
     with transaction.atomic():
         connection = Connection.objects.select_for_update().select_related("upstream", "user").filter(pk=pk).first()
         if connection is None:
             return None
         credential = _opened(connection.sealed_credential)
-        if not _due(connection.expires_at):
+        fresh = not _due(connection.expires_at) if refused is None else credential["access_token"] != refused
+        if fresh:
             return _held(pk, connection.connected_at, credential)
         upstream = connection.upstream
         failure: OAuthFailed | None = None
@@ -392,8 +401,7 @@ def _renewed(pk: int) -> Held | None:
                 logger.info("renewed the access of %s at upstream %s", connection.user, upstream.name)
                 return _held(pk, connection.connected_at, renewed)
         if failure is not None and failure.problem is not Problem.REFUSED:
-            assert connection.expires_at is not None
-            if connection.expires_at > timezone.now():
+            if refused is None and connection.expires_at is not None and connection.expires_at > timezone.now():
                 return _held(pk, connection.connected_at, credential)  # still good for a moment: try again later
             logger.warning("could not renew access at upstream %s: %s", upstream.name, failure)
             raise CredentialUnavailable(

@@ -33,8 +33,10 @@ from gateway.connections import (
     connect_path,
     connection_credential,
     connection_refused,
+    connection_renewed_after_refusal,
 )
 from gateway.link import Failure, Link, UpstreamFailed
+from gateway.models import Credential
 from gateway.percall import call_headers
 from gateway.runtime import hub
 from mcpgate.asyncdb import AsyncDatabase
@@ -364,29 +366,43 @@ async def per_call_headers(ctx: Any, caller: ToolContext, link: Link) -> Outgoin
 async def _for_person(ctx: Any, caller: ToolContext, link: Link, request: Callable[[], Awaitable[T]]) -> T:
     """``request()`` to ``link`` carrying the caller's per-call headers.
 
-    A person's own credential that the upstream refuses (HTTP 401) is forgotten, and the person is told to
-    connect again: it stops being sent at once, rather than on every call until they notice.
+    A person's own credential that the upstream refuses (HTTP 401): a per-person OAuth access token is
+    renewed once and the request sent again (the upstream did not run it); a refused renewal, a pasted
+    token, or a renewed token refused again is forgotten, and the person told to connect again: it stops
+    being sent at once, rather than on every call until they notice.
     """
     outgoing = await per_call_headers(ctx, caller, link)
-    try:
-        with call_headers(outgoing.headers):
-            return await request()
-    except UpstreamFailed as exc:
-        if exc.failure is not Failure.CREDENTIAL_REFUSED or outgoing.held is None:
-            raise
+    name = link.config.name
+    url = caller.host.url(connect_path(name))
+    held, headers = outgoing.held, outgoing.headers
+    for attempt in (1, 2):
         try:
-            await in_worker_thread(connection_refused)(held=outgoing.held)
-        except TRANSIENT_DATABASE_ERRORS as db_exc:
-            raise database_unavailable(
-                ctx, db_exc, f"forgetting a refused credential for {link.config.name!r}"
+            with call_headers(headers):
+                return await request()
+        except UpstreamFailed as exc:
+            if exc.failure is not Failure.CREDENTIAL_REFUSED or held is None:
+                raise
+            if attempt == 1 and link.config.credential is Credential.PERSON_OAUTH:
+                try:
+                    held = await in_worker_thread(connection_renewed_after_refusal)(held=held)
+                except ConnectionEnded:
+                    raise NotConnected(upstream=name, url=url, ended=True) from None
+                except TRANSIENT_DATABASE_ERRORS as db_exc:
+                    raise database_unavailable(ctx, db_exc, f"renewing a refused credential for {name!r}") from None
+                if held is None:
+                    raise NotConnected(upstream=name, url=url) from None  # disconnected meanwhile
+                headers = {**headers, "Authorization": f"Bearer {held.token}"}
+                continue
+            try:
+                await in_worker_thread(connection_refused)(held=held)
+            except TRANSIENT_DATABASE_ERRORS as db_exc:
+                raise database_unavailable(ctx, db_exc, f"forgetting a refused credential for {name!r}") from None
+            raise UpstreamFailed(
+                Failure.CREDENTIAL_REFUSED,
+                f"{name} refused the credential you connected, so mcpgate has forgotten it. "
+                f"Connect again at {url} and call the tool again.",
             ) from None
-        name = link.config.name
-        url = caller.host.url(connect_path(name))
-        raise UpstreamFailed(
-            Failure.CREDENTIAL_REFUSED,
-            f"{name} refused the credential you connected, so mcpgate has forgotten it. "
-            f"Connect again at {url} and call the tool again.",
-        ) from None
+    raise AssertionError("unreachable: the second attempt returns or raises")
 
 
 async def _answered_for_person(ctx: Any, link: Link, request: Callable[[], Awaitable[T]]) -> T:

@@ -251,9 +251,10 @@ async def test_a_refused_renewal_forgets_the_connection_and_asks_to_connect_agai
     assert event.detail == {"upstream": "tickets", "reason": "refused"}
 
 
-async def test_a_revocation_at_the_upstream_stops_use_at_once(
+async def test_a_revocation_of_the_grant_at_the_upstream_stops_use_at_once(
     upstream_keys, tickets_server, site, mcp, make_token
 ) -> None:
+    """The upstream revokes everything of the account: its 401 to the call, then its refusal of the renewal."""
     await connected(tickets_server, site, ALICE_AT_TICKETS)
     alice_token = await sync_to_async(make_token)(await person(ALICE))
     assert text(await whoami(mcp, alice_token)) == "alice-at-tickets"
@@ -262,8 +263,30 @@ async def test_a_revocation_at_the_upstream_stops_use_at_once(
         await http.post(base_of(tickets_server) + "/revoke-account", content="alice-at-tickets")
 
     result = await whoami(mcp, alice_token)
-    assert result["isError"] is True and text(result).startswith("tickets refused the credential you connected")
+    assert result["isError"] is True
+    assert text(result) == (
+        "tickets no longer accepts the account you connected, so mcpgate has forgotten it. "
+        f"Connect again at {CONNECT_URL} and call the tool again."
+    )
     assert not await sync_to_async(Connection.objects.exists)()
+    assert await outcomes() == ["ok", "not_connected"]
+
+
+async def test_an_access_token_the_upstream_refuses_early_is_renewed_and_the_call_goes_through(
+    upstream_keys, tickets_server, site, mcp, make_token
+) -> None:
+    """Only the access token is revoked (or expired early): one renewal, the call sent again, no reconnection."""
+    await connected(tickets_server, site, ALICE_AT_TICKETS)
+    alice_token = await sync_to_async(make_token)(await person(ALICE))
+    assert text(await whoami(mcp, alice_token)) == "alice-at-tickets"
+
+    async with httpx2.AsyncClient() as http:
+        await http.post(base_of(tickets_server) + "/revoke-access", content="alice-at-tickets")
+
+    assert text(await whoami(mcp, alice_token)) == "alice-at-tickets"
+    assert (await stats(tickets_server))["refreshes"] == 1
+    assert await sync_to_async(Connection.objects.exists)()
+    assert await outcomes() == ["ok", "ok"]
 
 
 async def test_disconnect_and_offboarding_each_stop_use_at_once(
