@@ -34,6 +34,7 @@ from typing import Any
 import anyio
 import mcp_types as types
 from django.conf import settings
+from django.db import IntegrityError
 from django.utils import timezone
 from pydantic import ValidationError
 
@@ -146,7 +147,12 @@ def store_health(reports: list[tuple[int, Health]]) -> None:
         if health.catalog is not None:
             values["catalog"] = health.catalog
             values["catalog_at"] = timezone.now()
-        UpstreamStatus.objects.update_or_create(upstream_id=pk, defaults=values)
+        try:
+            UpstreamStatus.objects.update_or_create(upstream_id=pk, defaults=values)
+        except IntegrityError:
+            # Removed between the query above and this write (by an operator, in another process): the
+            # foreign key refuses the row at commit. Nothing to record for it; the others are still written.
+            logger.debug("health of upstream %s not written: it was removed meanwhile", pk)
 
 
 class Hub:

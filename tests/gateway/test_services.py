@@ -11,10 +11,15 @@ from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
+from django.db import connection
+from django.db.models.signals import pre_save
+from django.utils import timezone
 
 from audit.models import AuditEvent, AuditKind
 from gateway.crypto import unseal
-from gateway.models import Transport, Upstream
+from gateway.link import Health
+from gateway.models import Transport, Upstream, UpstreamStatus
+from gateway.runtime import store_health
 from gateway.services import (
     Field,
     Target,
@@ -540,3 +545,30 @@ def test_an_identity_assertion_header_is_kept_through_other_changes_and_refused_
 
     upstream_update(upstream=upstream, identity_assertion_header="")
     assert Upstream.objects.get().identity_assertion_header == ""
+
+
+# ---------------------------------------------------------------------------
+# Health written for an upstream removed meanwhile (gateway.runtime.store_health)
+# ---------------------------------------------------------------------------
+@pytest.mark.django_db(transaction=True)
+def test_health_of_an_upstream_removed_between_the_check_and_the_write_is_skipped_and_the_others_written() -> None:
+    """An operator removes an upstream while a worker writes health: the foreign key refuses that row at commit
+    (found by the browser test, whose upstream was removed as the worker flushed); the others are written."""
+    gone = upstream_create(name="gone", target=target_from(url="https://gone.example/mcp", command=None))
+    kept = upstream_create(name="kept", target=target_from(url="https://kept.example/mcp", command=None))
+    seen = timezone.now()
+    reports = [(gone.pk, Health(last_success_at=seen, latency_ms=1.0)), (kept.pk, Health(last_success_at=seen))]
+
+    def removed_meanwhile(sender: Any, instance: UpstreamStatus, **kwargs: Any) -> None:
+        if instance.upstream_id == gone.pk:
+            with connection.cursor() as cursor:  # as another process would: no cascade from this one
+                cursor.execute(f"DELETE FROM {Upstream._meta.db_table} WHERE id = %s", [gone.pk])  # noqa: S608
+
+    pre_save.connect(removed_meanwhile, sender=UpstreamStatus)
+    try:
+        store_health(reports)
+    finally:
+        pre_save.disconnect(removed_meanwhile, sender=UpstreamStatus)
+
+    # The deletion here rolled back with the refused write (in another process it would have stood).
+    assert list(UpstreamStatus.objects.values_list("upstream__name", flat=True)) == ["kept"]
