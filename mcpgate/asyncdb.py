@@ -17,8 +17,9 @@ of its own, which is built from what Django would connect with:
 - the pool's limits as Django's pool has them (``mcpgate.env.envdatabase``): at most
   ``MCPGATE_DB_POOL_SIZE`` connections, a 2 s wait for one, reconnection given up after 2 s;
 - a connection checked when taken (``check_connection``: an empty query) so that one the server
-  dropped is replaced before a request meets it, but only when it has been idle for more than
-  ``IDLE_BEFORE_CHECK``: checking every time doubled the round trips of a busy worker's lookups;
+  dropped is replaced before a request meets it, but only when it was last taken more than
+  ``IDLE_BEFORE_CHECK`` ago, as Django's pool does here (``mcpgate.postgresql``): checking every
+  time doubled the round trips of a busy worker's lookups;
 - errors raised as Django's (``DatabaseWrapper.wrap_database_errors``): an outage is Django's
   ``OperationalError``, which every caller already answers with 503 (``mcpgate.errors``).
 
@@ -32,8 +33,6 @@ belongs to one event loop. Elsewhere (SQLite, no lifespan) the hot path keeps it
 from __future__ import annotations
 
 import contextlib
-import time
-import weakref
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
 
@@ -43,8 +42,7 @@ from django.db import connections
 from psycopg_pool import AsyncConnectionPool
 
 from mcpgate.observability import tracing
-
-IDLE_BEFORE_CHECK = 1.0  # seconds
+from mcpgate.postgresql.base import IDLE_BEFORE_CHECK, RecentlyTaken
 
 
 class AsyncDatabase:
@@ -53,8 +51,7 @@ class AsyncDatabase:
     def __init__(self, alias: str) -> None:
         wrapper = connections[alias]
         self.alias = alias
-        # Connections of this pool, which only the event loop's thread uses, and when each was returned.
-        self._returned: weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], float] = weakref.WeakKeyDictionary()
+        self._taken = RecentlyTaken()
         params = wrapper.get_connection_params()
         # Django's cursor classes are synchronous; the asynchronous ones bind the same way.
         client_side = issubclass(params.pop("cursor_factory", psycopg.ClientCursor), psycopg.ClientCursor)
@@ -74,12 +71,11 @@ class AsyncDatabase:
         )
 
     async def _check_if_idle(self, connection: psycopg.AsyncConnection[Any]) -> None:
-        """The pool's ``check`` callback: ``check_connection`` unless the connection was in use just now.
+        """The pool's ``check`` callback: ``check_connection`` unless the connection was taken a moment ago.
 
         One broken within that second fails its statement: answered as any database error (503),
         and discarded by the pool."""
-        returned = self._returned.get(connection)
-        if returned is None or time.monotonic() - returned > IDLE_BEFORE_CHECK:
+        if self._taken.due(connection, IDLE_BEFORE_CHECK):
             await AsyncConnectionPool.check_connection(connection)
 
     async def _configure(self, connection: psycopg.AsyncConnection[Any]) -> None:
@@ -98,11 +94,7 @@ class AsyncDatabase:
         with wrapper.wrap_database_errors, tracing.query_span(wrapper.vendor, sql):
             async with self.pool.connection() as connection:
                 cursor = await connection.execute(sql, params)
-                row = await cursor.fetchone()
-                # Noted here, not in a ``reset`` callback: with one, the pool hands connections back
-                # in a background task, and the next request, not finding it back yet, opens another.
-                self._returned[connection] = time.monotonic()
-                return row
+                return await cursor.fetchone()
 
 
 def available(alias: str) -> bool:

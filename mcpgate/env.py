@@ -313,7 +313,7 @@ def envdatabase(name: str = "DATABASE_URL", *, sqlite_path: str) -> dict[str, An
             "reconnect_timeout": 2,
         }
     return {
-        "ENGINE": "django.db.backends.postgresql",
+        "ENGINE": "mcpgate.postgresql",
         "NAME": parsed["NAME"],
         "USER": parsed["USER"],
         "PASSWORD": parsed["PASSWORD"],

@@ -88,7 +88,7 @@ def database_env(settings_dict: dict[str, Any]) -> dict[str, str]:
     engine = settings_dict["ENGINE"]
     if engine == "django.db.backends.sqlite3":
         return {"MCPGATE_SQLITE_PATH": str(settings_dict["NAME"])}
-    if engine == "django.db.backends.postgresql":
+    if engine == "mcpgate.postgresql":
         user = quote(str(settings_dict.get("USER") or ""), safe="")
         password = quote(str(settings_dict.get("PASSWORD") or ""), safe="")
         auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")

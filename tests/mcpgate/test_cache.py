@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -49,6 +51,31 @@ def test_disk_cache_counts_atomically_across_processes(tmp_path: Path) -> None:
 
     assert cache.get("n") == 400
 
+
+
+def test_a_process_s_threads_count_one_at_a_time_and_every_count_lands(tmp_path: Path) -> None:
+    """The counters' writes wait for a Python lock, not in SQLite's sleeping busy handler (DiskCache)."""
+    cache = DiskCache(str(tmp_path), {})
+    assert cache.add("n", 0, timeout=600)
+    started = threading.Event()
+
+    def count() -> None:
+        started.set()
+        cache.incr("n")
+
+    with cache._writes:  # another thread of the process is writing
+        waiting = threading.Thread(target=count)
+        waiting.start()
+        started.wait(5)
+        waiting.join(timeout=0.2)
+        assert waiting.is_alive() and cache.get("n") == 0
+    waiting.join(timeout=5)
+    assert cache.get("n") == 1
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: DiskCache(str(tmp_path), {}).incr("n"), range(200)))
+    assert cache.get("n") == 201
+    assert DiskCache(str(tmp_path), {})._writes is cache._writes
 
 def test_redis_cache_objects_share_one_connection_pool() -> None:
     params = {"OPTIONS": {"pool_class": "mcpgate.cache.SharedConnectionPool"}}

@@ -146,7 +146,7 @@ def test_sqlite_query_parameters_override_the_sqlite_options(monkeypatch: pytest
 
 def test_a_postgres_url_is_decoded_including_percent_escaped_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     assert database(monkeypatch, "postgres://mcp%2Buser:p%40ss%3Aw%2Fd@db.internal:5433/mcp%2Dgate") == {
-        "ENGINE": "django.db.backends.postgresql",
+        "ENGINE": "mcpgate.postgresql",
         "NAME": "mcp-gate",
         "USER": "mcp+user",
         "PASSWORD": "p@ss:w/d",

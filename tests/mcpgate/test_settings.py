@@ -256,7 +256,7 @@ def test_database_url_parsed_including_socket_directory_and_escapes() -> None:
     assert isinstance(database, dict)
     default = database["default"]
     assert {k: default[k] for k in ("ENGINE", "NAME", "USER", "PASSWORD", "HOST", "PORT", "OPTIONS")} == {
-        "ENGINE": "django.db.backends.postgresql",
+        "ENGINE": "mcpgate.postgresql",
         "NAME": "mcpgate",
         "USER": "mcp",
         "PASSWORD": "p@ss",

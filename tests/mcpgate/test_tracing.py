@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 from django.test import Client as HttpClient
+from mcp.server import _otel as mcp_otel
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -155,6 +157,29 @@ async def test_with_tracing_off_mcpgate_adds_no_span(spans, mcp, alice_token) ->
     # Only the SDK's own span (it uses the global provider, set by this test) is left.
     assert sorted(by_name(spans)) == ["tools/call whoami"]
     assert tracing.span("a") is tracing.span("b") is tracing.tool_span("c") is tracing.database_spans()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("provider", ["none installed", "installed"])
+async def test_the_sdks_span_per_message_is_built_only_when_a_tracer_provider_is_installed(
+    provider: str, mcp: Any, alice_token: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mcp_bridge.server.SpansWhileTracing: with no provider the SDK's span could only be a no-op."""
+    built: list[str] = []
+    real = mcp_otel.otel_span
+
+    def counted(**kwargs: Any) -> Any:
+        built.append(kwargs["name"])
+        return real(**kwargs)
+
+    monkeypatch.setattr(mcp_otel, "otel_span", counted)
+    installed = trace.ProxyTracerProvider() if provider == "none installed" else TracerProvider()
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: installed)
+
+    response = await mcp.post("/mcp", json=call("whoami"), headers=bearer(alice_token))
+
+    assert response.status_code == 200 and "alice@example.com" in response.text
+    assert built == ([] if provider == "none installed" else ["tools/call whoami"])
 
 
 # ---------------------------------------------------------------------------
