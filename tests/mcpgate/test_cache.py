@@ -52,7 +52,6 @@ def test_disk_cache_counts_atomically_across_processes(tmp_path: Path) -> None:
     assert cache.get("n") == 400
 
 
-
 def test_a_process_s_threads_count_one_at_a_time_and_every_count_lands(tmp_path: Path) -> None:
     """The counters' writes wait for a Python lock, not in SQLite's sleeping busy handler (DiskCache)."""
     cache = DiskCache(str(tmp_path), {})
@@ -76,6 +75,7 @@ def test_a_process_s_threads_count_one_at_a_time_and_every_count_lands(tmp_path:
         list(pool.map(lambda _: DiskCache(str(tmp_path), {}).incr("n"), range(200)))
     assert cache.get("n") == 201
     assert DiskCache(str(tmp_path), {})._writes is cache._writes
+
 
 def test_redis_cache_objects_share_one_connection_pool() -> None:
     params = {"OPTIONS": {"pool_class": "mcpgate.cache.SharedConnectionPool"}}
