@@ -62,23 +62,6 @@ def test_a_connection_taken_a_moment_ago_is_not_checked_again(checks: list[int])
     assert len(checks) == len(set(backends))
 
 
-def test_an_idle_connection_the_server_dropped_is_replaced_before_a_statement_meets_it(
-    checks: list[int], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """What makes a database restart cost no request."""
-    before = set(hops(3))
-    with connection.cursor() as cursor:  # a restart, for the connections those hops used (idle in the pool now)
-        for pid in before:
-            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
-    monkeypatch.setattr(base, "IDLE_BEFORE_CHECK", 0.0)
-    checks.clear()
-
-    after = hops(20)  # the pool hands its idle connections out in turn: the dropped ones among them
-
-    assert not before & set(after)
-    assert len(checks) > len(after)  # each taken one was checked; the dropped ones failed and were replaced
-
-
 def test_taken_recently_is_per_connection_and_measured_from_the_last_take() -> None:
     taken = base.RecentlyTaken()
     first, second = object.__new__(type("C", (), {})), object.__new__(type("C", (), {}))
