@@ -11,7 +11,7 @@ ENV_FILE := $(or $(MCPGATE_ENV_FILE),.env)
 # The port the URLs written to a new .env use.
 PORT := $(lastword $(subst :, ,$(or $(BIND),$(MCPGATE_BIND),127.0.0.1:8000)))
 
-.PHONY: run test test-sqlite test-postgres soak bench lint typecheck check venv e2e-tools clean
+.PHONY: run test test-sqlite test-postgres soak bench install-wrk lint typecheck check venv e2e-tools clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -71,7 +71,7 @@ soak: venv
 	$(PY) -m bench.soak $(SOAK_ARGS)
 
 # The benchmark of issue 11, not part of `make test`: /mcp, OAuth and the gateway next to their reference
-# points, loopback only, a throw-away PostgreSQL cluster, wrk as the load generator (apt-get install wrk);
+# points, loopback only, a throw-away PostgreSQL cluster, wrk as the load generator (installed if missing);
 # about 7 minutes on 2 cores. Regenerates BENCHMARKS.md and bench/plots/*.png (bench/run.py). A quick look:
 # make bench BENCH_ARGS="--seconds 1 --runs 1 --out /tmp/bench.md --plots /tmp/bench-plots".
 BENCH_ARGS ?=
@@ -79,8 +79,15 @@ $(VENV)/.bench-installed: $(VENV)/.installed requirements-bench.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt
 	touch $@
 
+# wrk from Debian's packages: as root directly, otherwise through sudo; elsewhere, say how.
+install-wrk:
+	@if command -v apt-get >/dev/null; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk; \
+	else echo "wrk not found: install it from your system's packages (https://github.com/wg/wrk)" >&2; exit 1; fi
+
 bench: venv
-	@command -v wrk >/dev/null || { echo "wrk not found: install it (Debian/Ubuntu: sudo apt-get install wrk)" >&2; exit 1; }
+	@command -v wrk >/dev/null || $(MAKE) -s --no-print-directory install-wrk
 	@$(MAKE) -s --no-print-directory $(VENV)/.bench-installed
 	$(PY) -m bench.run $(BENCH_ARGS)
 
