@@ -1,7 +1,7 @@
 """The lower limit of the benchmark: a bare ASGI app answering a small JSON body, no framework, no database.
 
-Served as mcpgate is (gunicorn, one ``uvicorn_worker.UvicornWorker``): what the server and wrk cost on
-this machine before any application code runs. ``gunicorn -k uvicorn_worker.UvicornWorker bench.asgi_hello:app``.
+Served as mcpgate is (gunicorn, one ``mcpgate.workers.Worker``): what the server and wrk cost on
+this machine before any application code runs. ``gunicorn -k mcpgate.workers.Worker bench.asgi_hello:app``.
 """
 
 from __future__ import annotations

@@ -189,7 +189,7 @@ def run_gateway_case(
     local = target("local", base + "/mcp", token, tools_call_local("whoami"))
     uvicorn = [str(VENV_BIN / "uvicorn"), "bench.upstream_server:app", "--host", "127.0.0.1"]
     uvicorn += ["--port", str(upstream_port), "--workers", "1", "--log-level", "warning", "--no-access-log"]
-    mcpgate = [*gunicorn, "-k", "uvicorn_worker.UvicornWorker", "mcpgate.asgi:application"]
+    mcpgate = [*gunicorn, "-k", "mcpgate.workers.Worker", "mcpgate.asgi:application"]
     with (
         serving(uvicorn, {**env, "BENCH_UPSTREAM_TOKEN": UPSTREAM_TOKEN}, upstream_url),
         serving(mcpgate, env, base + "/healthz"),

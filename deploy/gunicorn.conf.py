@@ -25,7 +25,7 @@ load_env_file(default=CHECKOUT / ".env")
 bind = envstr("MCPGATE_BIND", "127.0.0.1:8000")
 workers = envint("MCPGATE_WORKERS", 2, minimum=1)
 # ASGI (mcpgate.asgi:application): /mcp is the MCP SDK's ASGI transport; Django serves the rest.
-worker_class = os.environ.get("MCPGATE_WORKER_CLASS", "uvicorn_worker.UvicornWorker")
+worker_class = os.environ.get("MCPGATE_WORKER_CLASS", "mcpgate.workers.Worker")
 timeout = 30
 graceful_timeout = 20
 # The app decides what to trust from MCPGATE_TRUSTED_PROXIES; gunicorn must not rewrite
@@ -44,7 +44,7 @@ errorlog = "-"
 class _NoQueryString(logging.Filter):
     """Drop the query from uvicorn's access lines, which ignore ``access_log_format`` above.
 
-    Under ``-k uvicorn_worker.UvicornWorker`` the access line is uvicorn's own
+    Under ``-k mcpgate.workers.Worker`` the access line is uvicorn's own
     ('%s - "%s %s HTTP/%s" %d', with the path and query as the third argument); a token a
     client wrongly put in the URL (refused by /mcp, RFC 6750 §2.3) must not end up in the log.
     """
