@@ -25,7 +25,7 @@ load_env_file(default=CHECKOUT / ".env")
 bind = envstr("MCPGATE_BIND", "127.0.0.1:8000")
 workers = envint("MCPGATE_WORKERS", 2, minimum=1)
 # ASGI (mcpgate.asgi:application): /mcp is the MCP SDK's ASGI transport; Django serves the rest.
-worker_class = os.environ.get("MCPGATE_WORKER_CLASS", "mcpgate.workers.Worker")
+worker_class = "mcpgate.workers.Worker"  # uvicorn's, its loop and HTTP parser named (mcpgate/workers.py)
 timeout = 30
 graceful_timeout = 20
 # The app decides what to trust from MCPGATE_TRUSTED_PROXIES; gunicorn must not rewrite

@@ -10,6 +10,11 @@ about 13 % of a worker's throughput at 16 connections (BENCHMARKS.md, "Before an
 Here a connection is checked only when it was last taken more than ``IDLE_BEFORE_CHECK`` ago,
 as the event loop's pool does (``mcpgate.asyncdb``). One dropped within that second fails its
 statement: answered as any database error (503 with ``Retry-After``), and discarded by the pool.
+After a restart, psycopg_pool's own check loop waits between connections that fail their check (its
+reconnection backoff: about 1 s, then 2 s), so with two or more dropped connections idle in the pool
+the request that meets them answers 503 when the pool's 2 s timeout runs out; the requests after it
+get new connections. Django's own backend does the same (measured with every session of the
+database terminated, 3 December).
 This is Django's documented way to change a backend (subclassing it); only the pool's ``check``
 differs from what ``django.db.backends.postgresql.base.DatabaseWrapper.pool`` builds.
 """

@@ -252,7 +252,6 @@ def server_env(port: int, db_env: dict[str, str], overrides: dict[str, str]) -> 
             "MCPGATE_TRUSTED_PROXIES": "127.0.0.1/32",
             "MCPGATE_EMAIL_DOMAINS": "example.com",
             "MCPGATE_WORKERS": "2",
-            "MCPGATE_WORKER_CLASS": WORKER_CLASS,
             # The most talkative level an operator can choose: even then nothing secret may be logged.
             "MCPGATE_LOG_LEVEL": "DEBUG",
             "PYTHONUNBUFFERED": "1",

@@ -529,8 +529,8 @@ def test_env_example_is_a_valid_configuration(tmp_path: Path) -> None:
     }
 
 
-def gunicorn_bind(env: dict[str, str | None], *args: str) -> str:
-    """The address deploy/gunicorn.conf.py makes gunicorn bind, as ``--print-config`` shows it."""
+def gunicorn_setting(name: str, env: dict[str, str | None], *args: str) -> str:
+    """A setting of gunicorn's under deploy/gunicorn.conf.py, as ``--print-config`` shows it."""
     command = [str(Path(sys.executable).parent / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "--print-config"]
     clean = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "MCPGATE_ENV_FILE": os.devnull, **MINIMAL, **env}
     result = subprocess.run(
@@ -542,27 +542,32 @@ def gunicorn_bind(env: dict[str, str | None], *args: str) -> str:
         timeout=60,
         check=False,
     )
-    lines = [line for line in result.stdout.splitlines() if line.startswith("bind ")]
+    lines = [line for line in result.stdout.splitlines() if line.startswith(f"{name} ")]
     assert lines, result.stdout + result.stderr
     return lines[0].split("=", 1)[1].strip()
 
 
 def test_gunicorn_binds_to_mcpgate_bind_from_the_env_file(tmp_path: Path) -> None:
     env_file = write_env_file(tmp_path / "local.env", MCPGATE_BIND="127.0.0.1:9101")
-    assert gunicorn_bind({"MCPGATE_ENV_FILE": str(env_file)}) == "['127.0.0.1:9101']"
+    assert gunicorn_setting("bind", {"MCPGATE_ENV_FILE": str(env_file)}) == "['127.0.0.1:9101']"
 
 
 def test_gunicorn_binds_to_mcpgate_bind_from_the_environment_over_the_env_file(tmp_path: Path) -> None:
     env_file = write_env_file(tmp_path / "local.env", MCPGATE_BIND="127.0.0.1:9101")
     env = {"MCPGATE_ENV_FILE": str(env_file), "MCPGATE_BIND": "127.0.0.1:9100"}
-    assert gunicorn_bind(env) == "['127.0.0.1:9100']"
+    assert gunicorn_setting("bind", env) == "['127.0.0.1:9100']"
+
+
+def test_gunicorn_serves_with_mcpgates_worker_without_k_on_the_command_line() -> None:
+    """uvloop and h11, named (mcpgate/workers.py), whatever else the image has installed."""
+    assert gunicorn_setting("worker_class", {}) == "mcpgate.workers.Worker"
 
 
 def test_gunicorn_binds_to_the_command_line_address_over_both(tmp_path: Path) -> None:
     """``make run BIND=…`` passes --bind."""
     env_file = write_env_file(tmp_path / "local.env", MCPGATE_BIND="127.0.0.1:9101")
     env = {"MCPGATE_ENV_FILE": str(env_file), "MCPGATE_BIND": "127.0.0.1:9100"}
-    assert gunicorn_bind(env, "--bind", "127.0.0.1:9102") == "['127.0.0.1:9102']"
+    assert gunicorn_setting("bind", env, "--bind", "127.0.0.1:9102") == "['127.0.0.1:9102']"
 
 
 # ---------------------------------------------------------------------------
