@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Any
 
 import pytest
-from django.db import connection, connections
+from django.db import OperationalError, connection, connections
 from psycopg_pool import ConnectionPool
 
 from mcpgate.postgresql import base
@@ -60,6 +61,79 @@ def test_a_connection_taken_a_moment_ago_is_not_checked_again(checks: list[int])
     # Each connection is checked once, when first taken here (the pool hands them out in turn).
     assert len(set(backends)) < 20
     assert len(checks) == len(set(backends))
+
+
+POOLED = 6  # connections the restart tests have the pool hold at once (the test settings allow 8)
+
+
+def backends_held_at_once(n: int) -> set[int]:
+    """``n`` hops that hold their connections at the same time: ``n`` distinct pooled connections."""
+    together = threading.Barrier(n, timeout=10)
+
+    def held() -> int:
+        pid = backend()
+        together.wait()
+        return pid
+
+    async def main() -> list[int]:
+        return list(await asyncio.gather(*(in_worker_thread(held)() for _ in range(n))))
+
+    pids = set(asyncio.run(main()))
+    assert len(pids) == n
+    return pids
+
+
+def terminate(pids: set[int]) -> None:
+    """End these server processes, as a restart or a failover ends every session."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(pg_terminate_backend(pid)) FROM unnest(%s::int[]) AS pid", [sorted(pids)])
+        assert cursor.fetchone()[0] == len(pids)
+    time.sleep(0.1)  # the sessions are gone before anyone takes their connections
+
+
+def outcomes(n: int) -> list[int | None]:
+    """``n`` hops one after the other: each one's server process, or None where it failed."""
+
+    async def main() -> list[int | None]:
+        results: list[int | None] = []
+        for _ in range(n):
+            try:
+                results.append(await in_worker_thread(backend)())
+            except OperationalError:
+                results.append(None)
+        return results
+
+    return asyncio.run(main())
+
+
+def test_after_a_restart_the_first_hop_past_the_idle_second_is_served_on_a_new_connection() -> None:
+    """A failed check has the pool check its other idle connections at once: without that, psycopg_pool's
+    backoff between failed checks made the first hop give up after the pool's 2 s (Django's backend too)."""
+    dropped = backends_held_at_once(POOLED)
+    terminate(dropped)
+    time.sleep(base.IDLE_BEFORE_CHECK + 0.1)
+
+    started = time.monotonic()
+    served = outcomes(20)
+
+    assert None not in served
+    assert not dropped & set(served)  # type: ignore[operator]
+    assert time.monotonic() - started < 2.0
+
+
+def test_connections_lost_within_their_idle_second_fail_only_the_first_hops_that_meet_them() -> None:
+    """Unchecked (taken within the second), a lost connection fails its hop; handed back broken, it has the
+    pool check the others, so the restart costs one or two hops, not one per pooled connection."""
+    dropped = backends_held_at_once(POOLED)
+    terminate(dropped)
+
+    served = outcomes(20)
+
+    # The pool hands its idle connections out in turn, live ones from earlier tests among them.
+    last_failure = len(served) - 1 - served[::-1].index(None)
+    assert 1 <= served.count(None) < POOLED
+    assert None not in served[last_failure + 1 :]
+    assert not dropped & set(served[last_failure + 1 :])  # type: ignore[operator]
 
 
 def test_taken_recently_is_per_connection_and_measured_from_the_last_take() -> None:
