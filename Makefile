@@ -53,7 +53,7 @@ $(ENV_FILE):
 run: venv $(ENV_FILE)
 	$(PY) manage.py migrate --noinput && \
 	PROMETHEUS_MULTIPROC_DIR="$${PROMETHEUS_MULTIPROC_DIR:-$(CURDIR)/cache/metrics}" \
-	exec $(VENV)/bin/gunicorn -c deploy/gunicorn.conf.py -k mcpgate.workers.Worker $(if $(BIND),--bind $(BIND)) mcpgate.asgi:application
+	exec $(VENV)/bin/gunicorn -c deploy/gunicorn.conf.py $(if $(BIND),--bind $(BIND)) mcpgate.asgi:application
 
 test: venv e2e-tools lint typecheck test-sqlite test-postgres
 

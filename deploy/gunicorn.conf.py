@@ -44,7 +44,7 @@ errorlog = "-"
 class _NoQueryString(logging.Filter):
     """Drop the query from uvicorn's access lines, which ignore ``access_log_format`` above.
 
-    Under ``-k mcpgate.workers.Worker`` the access line is uvicorn's own
+    Under ``mcpgate.workers.Worker`` (``worker_class`` above) the access line is uvicorn's own
     ('%s - "%s %s HTTP/%s" %d', with the path and query as the third argument); a token a
     client wrongly put in the URL (refused by /mcp, RFC 6750 §2.3) must not end up in the log.
     """

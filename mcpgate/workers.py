@@ -1,6 +1,6 @@
 """The gunicorn worker mcpgate is served by: uvicorn's, on uvloop, parsing HTTP with h11.
 
-``gunicorn -c deploy/gunicorn.conf.py -k mcpgate.workers.Worker mcpgate.asgi:application``.
+``gunicorn -c deploy/gunicorn.conf.py mcpgate.asgi:application`` (its ``worker_class``).
 
 uvicorn's own ``UvicornWorker`` picks the event loop and the HTTP parser by what happens to be
 installed ("auto"). This one names them, so what serves the internet does not change with an

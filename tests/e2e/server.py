@@ -29,8 +29,7 @@ import httpx2
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 START_TIMEOUT = 30.0
-# As in production (``make run``): the ASGI site, two uvicorn workers.
-WORKER_CLASS = "mcpgate.workers.Worker"
+# As in production (``make run``): the ASGI site, two workers (deploy/gunicorn.conf.py's mcpgate.workers.Worker).
 ASGI_APPLICATION = "mcpgate.asgi:application"
 STOP_TIMEOUT = 25.0
 
@@ -271,14 +270,12 @@ def server_env(port: int, db_env: dict[str, str], overrides: dict[str, str]) -> 
 
 
 def gunicorn_command(port: int, *, control_socket: Path | None = None) -> list[str]:
-    """``gunicorn -c deploy/gunicorn.conf.py -k mcpgate.workers.Worker --bind 127.0.0.1:PORT
+    """``gunicorn -c deploy/gunicorn.conf.py --bind 127.0.0.1:PORT
     [--control-socket PATH] mcpgate.asgi:application``."""
     command = [
         str(VENV_BIN / "gunicorn"),
         "-c",
         "deploy/gunicorn.conf.py",
-        "-k",
-        WORKER_CLASS,
         "--bind",
         f"127.0.0.1:{port}",
     ]
@@ -289,7 +286,7 @@ def gunicorn_command(port: int, *, control_socket: Path | None = None) -> list[s
 
 @contextlib.contextmanager
 def gunicorn(*, db_env: dict[str, str], log_path: Path, overrides: dict[str, str]) -> Iterator[GunicornServer]:
-    """Run ``gunicorn -c deploy/gunicorn.conf.py -k mcpgate.workers.Worker mcpgate.asgi:application``.
+    """Run ``gunicorn -c deploy/gunicorn.conf.py mcpgate.asgi:application``.
 
     The production command line (see ``make run``): /mcp needs the ASGI application, whose
     lifespan starts the MCP SDK's session manager in each worker.

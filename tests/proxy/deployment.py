@@ -135,7 +135,7 @@ def cookie_secret() -> str:
 
 @contextlib.contextmanager
 def gunicorn(name: str, env: dict[str, str], log_path: Path, ready_host: str) -> Iterator[Gunicorn]:
-    """The production command line: ``gunicorn -c deploy/gunicorn.conf.py -k mcpgate.workers.Worker``."""
+    """The production command line: ``gunicorn -c deploy/gunicorn.conf.py``."""
     port = free_port()
     command = gunicorn_command(port)
     with log_path.open("wb") as log:
