@@ -11,6 +11,7 @@ from django.http import HttpRequest
 from mcpgate.asyncdb import AsyncDatabase
 from mcpgate.ratelimit import audit_allowance
 
+from . import batch
 from .models import AuditEvent, AuditKind
 from .signals import event_recorded
 
@@ -37,12 +38,16 @@ def audit_record(
     MCPGATE_AUDIT_ANONYMOUS_RATE the rows are counted, not written (None is returned), and the
     next row of that kind from that address carries the count as ``detail["suppressed"]``.
     Events with a person, or with no address (the operators' and the system's), are always written.
+
+    A tool call's row is queued instead while the worker batches them (``audit.batch``): it is
+    returned without a primary key, and written within ``MCPGATE_AUDIT_BATCH_SECONDS``.
     """
     record = _event(event=event, request=request, user=user, client=client, host=host, ip=ip, detail=detail)
     if record is None:
         return None
-    # One INSERT, compiled once: this runs on every tool call.
-    _insert_row(record)
+    if not _queued(record):
+        # One INSERT, compiled once.
+        _insert_row(record)
     event_recorded.send(sender=AuditEvent, event=record)
     return record
 
@@ -62,11 +67,21 @@ async def audit_record_on_loop(
     record = _event(event=event, request=None, user=user, client=client, host=host, ip=ip, detail=detail)
     if record is None:
         return None
-    sql, params = _insert_statement(record)
-    row = await database.fetchone(sql, params)
-    _inserted(record, row[0] if row is not None else None)
+    if not _queued(record):
+        sql, params = _insert_statement(record)
+        row = await database.fetchone(sql, params)
+        _inserted(record, row[0] if row is not None else None)
     event_recorded.send(sender=AuditEvent, event=record)
     return record
+
+
+def _queued(record: AuditEvent) -> bool:
+    """Whether ``record`` went to this worker's batcher (a tool call, while it batches), not to be written now."""
+    batcher = batch.current()
+    if batcher is None or record.event != AuditKind.TOOL_CALL:
+        return False
+    batcher.submit(record)
+    return True
 
 
 def _event(

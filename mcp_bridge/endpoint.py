@@ -37,6 +37,7 @@ from oauth2_provider.www_authenticate import build_bearer_challenge
 from pydantic import ValidationError
 from rest_framework.exceptions import AuthenticationFailed
 
+from audit import batch
 from audit.models import AuditKind
 from audit.services import audit_record
 from gateway.link import Link
@@ -422,8 +423,11 @@ class MCPEndpoint:
     @contextlib.asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
         """The SDK's task group, the server's lifespan state for the fast path, this worker's upstream
-        connections (gateway.runtime) and, on PostgreSQL, its asynchronous connections (mcpgate.asyncdb)."""
+        connections (gateway.runtime), on PostgreSQL its asynchronous connections (mcpgate.asyncdb), and
+        the batches of its tool-call audit rows (audit.batch: entered first, so left last, after the rest
+        has stopped, with every row written)."""
         async with (
+            batch.batching(),
             self.manager.run(),
             self.server.lifespan(self.server) as state,
             hub.running(),

@@ -25,6 +25,7 @@ from opentelemetry import trace
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
+from audit.batch import ensure_room
 from audit.models import AuditKind
 from audit.services import audit_record, audit_record_on_loop
 from gateway.assertions import AssertionUnavailable, identity_assertion
@@ -190,6 +191,11 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.Call
     ``Outcome``: the endpoint turns the JSON-RPC error into a 503 with Retry-After.
     """
     caller = _tool_context(ctx)
+    try:
+        # A worker whose audit rows wait for an absent database refuses calls before they run (audit.batch).
+        ensure_room()
+    except TRANSIENT_DATABASE_ERRORS as exc:
+        raise database_unavailable(ctx, exc, f"calling the tool {params.name[:128]!r}") from None
     tool = registry.get(params.name)
     link = hub.tool(params.name, caller.groups) if tool is None else None
     if link is not None:
@@ -201,7 +207,7 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.Call
             raise MCPError(types.INVALID_PARAMS, f"Unknown tool: {params.name}")
         arguments = dict(params.arguments or {})
         if database is None:
-            # The tool's own work and the audit row share one worker thread (Django ORM is sync).
+            # The tool's own work and the audit row (or its queueing: audit.batch) share one worker thread.
             return await in_worker_thread(run_tool)(tool, caller, arguments)
         # The tool in a worker thread; its audit row from the event loop (mcpgate.asyncdb). Both are in
         # the tool's span (the worker thread gets the loop's context).

@@ -1,17 +1,17 @@
 """The bearer-token lookup of the resource server (/mcp), compiled to SQL once per process instead of once per call.
 
-It belongs to the resource server: the authorization server (oauth_ext) issues tokens and never
-reads them back on a hot path; DOT's own lookup (the validator's default) serves any bearer
-validation DOT does itself. An authenticated tools/call costs one SELECT (token, user and client
-together, here) and one INSERT (the audit row, ``audit.services``). Through the ORM, compiling the
-SELECT costs several times more than running it (about 1.5 ms of the token lookup's 1.6 ms,
-measured by bench/run.py), so it is built once from the models' metadata and the rows are turned
-back into model instances with ``Model.from_db``, exactly what the ORM would have returned
-(``select_related("user", "application")``, as DOT's lookup). On PostgreSQL the connection binds
-parameters server-side and prepares a statement it has run five times (``mcpgate.env.envdatabase``),
-so the three-table join is planned once per connection, not on every call. There /mcp admission
-sends it from the event loop (``aload_access_token`` on ``mcpgate.asyncdb``'s connections, set up
-like Django's), not from a worker thread; the rows are turned into models the same way.
+It belongs to the resource server: the authorization server (oauth_ext) issues tokens and never reads them
+back on a hot path; DOT's own lookup (the validator's default) serves any bearer validation DOT does itself.
+An authenticated tools/call costs one SELECT (token, user and client together, here) and its audit row
+(``audit.services``: one INSERT, or a share of a batch's, ``audit.batch``). Through the ORM, compiling the
+SELECT costs several times more than running it (about 1.5 ms of the token lookup's 1.6 ms, measured by
+bench/run.py), so it is built once from the models' metadata and the rows are turned back into model
+instances with ``Model.from_db``, exactly what the ORM would have returned (``select_related("user",
+"application")``, as DOT's lookup). On PostgreSQL the connection binds parameters server-side and prepares a
+statement it has run five times (``mcpgate.env.envdatabase``), so the three-table join is planned once per
+connection, not on every call. There /mcp admission sends it from the event loop (``aload_access_token`` on
+``mcpgate.asyncdb``'s connections, set up like Django's), not from a worker thread; the rows are turned into
+models the same way.
 """
 
 from __future__ import annotations

@@ -103,6 +103,9 @@ MCPGATE_RATE_LIMIT_MCP = envrate("MCPGATE_RATE_LIMIT_MCP", "600/m")  # /mcp, per
 # Audit rows a caller nobody signed in can cause, per event kind and address; the rest are counted
 # and the count is written on the next row of that kind from that address (detail "suppressed").
 MCPGATE_AUDIT_ANONYMOUS_RATE = envrate("MCPGATE_AUDIT_ANONYMOUS_RATE", "10/m")
+# A tools/call's audit row is queued and written with the others of this many seconds, in one INSERT by a thread of
+# the worker (audit/batch.py); a killed worker loses at most that window's rows. 0: each row written in its request.
+MCPGATE_AUDIT_BATCH_SECONDS = envfloat("MCPGATE_AUDIT_BATCH_SECONDS", 0.1)
 # `manage.py purge_audit` deletes audit events older than this; 0 keeps them forever.
 MCPGATE_AUDIT_RETENTION_DAYS = envint("MCPGATE_AUDIT_RETENTION_DAYS", 365)
 

@@ -31,6 +31,9 @@ TEST_ENV = {
     # The tests clear the cache before each test (tests/conftest.py): always this run's own
     # directory, never a cache directory or a Redis the shell points at.
     "MCPGATE_CACHE_DIR": str(CACHE_DIR),
+    # The in-process tests read a tool call's audit row as soon as the call returns: written in the request.
+    # tests/audit/test_batch.py runs the batches, and the servers of tests/e2e run the default.
+    "MCPGATE_AUDIT_BATCH_SECONDS": "0",
     # Never the checkout's .env (mcpgate.env.load_env_file): a developer's local settings stay out.
     "MCPGATE_ENV_FILE": os.devnull,
 }

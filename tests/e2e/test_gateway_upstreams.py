@@ -29,11 +29,11 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult
 
-from audit.models import AuditEvent, AuditKind
 from gateway.connections import REFRESH_AHEAD
 from gateway.hooks import reserved_names
 from gateway.models import Upstream
 from gateway.services import parse_env, parse_header, target_from, upstream_create
+from tests.e2e.trail import settled_tool_calls
 from tests.gateway.fixtures import serving
 
 from .oauthclient import ALICE as ALICE_BROWSER
@@ -181,9 +181,8 @@ def run(main: Callable[[], Any]) -> None:
 
 
 def upstream_calls(upstream: str) -> list[dict[str, Any]]:
-    """The audit rows of tools/call through ``upstream``, oldest first."""
-    rows = AuditEvent.objects.filter(event=AuditKind.TOOL_CALL).order_by("pk")
-    return [row.detail for row in rows if row.detail.get("upstream") == upstream]
+    """The audit rows of tools/call through ``upstream``, oldest first (once the server's batches are in)."""
+    return [row.detail for row in settled_tool_calls() if row.detail.get("upstream") == upstream]
 
 
 # -- 1. server-everything over each transport -----------------------------------------------------
