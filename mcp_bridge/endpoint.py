@@ -127,9 +127,10 @@ def _presented(scope: Scope) -> tuple[_Gate, HttpRequest, HttpResponse]:
     return gate, request, response
 
 
-def _decided(gate: _Gate, request: HttpRequest, token: Any) -> Admission:
+def _decided(gate: _Gate, request: HttpRequest, token: Any, counted: ratelimit.Verdict | None) -> Admission:
     """Admission after the token lookup (``token``: what it found, or None): the token's checks, the
-    per-token rate limit and the method. No database work; the rate limit counts in the cache."""
+    per-token rate limit and the method. No database work: the lookup counted the request on PostgreSQL
+    (``counted``), else the rate limit counts in the cache."""
     try:
         user, token = gate.authenticator.verify(request, token)
     except AuthenticationFailed:
@@ -144,7 +145,7 @@ def _decided(gate: _Gate, request: HttpRequest, token: Any) -> Admission:
         token_id=token.pk,
         client_ip=getattr(request, "mcpgate_client_ip", None),
     )
-    limited = _rate_limited(request, context)
+    limited = _rate_limited(request, context, counted)
     if limited is not None:
         return limited
     refusal = _refuse_method(request)
@@ -153,13 +154,14 @@ def _decided(gate: _Gate, request: HttpRequest, token: Any) -> Admission:
     return Admission(context, None, request)
 
 
-def _rate_limited(request: HttpRequest, context: ToolContext) -> Admission | None:
+def _rate_limited(request: HttpRequest, context: ToolContext, counted: ratelimit.Verdict | None) -> Admission | None:
     """MCPGATE_RATE_LIMIT_MCP per access token: 429 with Retry-After (RFC 6585 §4).
 
-    Counted only once the token is known to be valid, so nobody can spend another's budget,
-    and before the body is read. The first refusal of a window is audited.
+    Counted before the body is read, only for a token that exists, so nobody can spend another's
+    budget: on PostgreSQL by the token lookup itself (``counted``, ``tokens.load_and_count``), else in
+    the cache once the token is known to be valid. The first refusal of a window is audited.
     """
-    verdict = ratelimit.hit(ratelimit.MCP, str(context.token_id), request)
+    verdict = counted if counted is not None else ratelimit.hit(ratelimit.MCP, str(context.token_id), request)
     if verdict is None or not verdict.refused:
         return None
     detail = ratelimit.note_refusal(ratelimit.MCP)
@@ -216,7 +218,9 @@ def admit(scope: Scope) -> Admission:
             gate, request, response = _presented(scope)
             if gate.checksum is None:
                 return Admission(None, response)
-            admission = _decided(gate, request, tokens.load_access_token(gate.checksum))
+            window = ratelimit.window(ratelimit.MCP, gate.checksum)
+            token, calls = tokens.load_and_count(gate.checksum, window_end=window.end)
+            admission = _decided(gate, request, token, _verdict(window, calls))
             if admission.audit is not None:
                 audit_record(**admission.audit)
     except TRANSIENT_DATABASE_ERRORS as exc:
@@ -230,22 +234,21 @@ async def admit_on_loop(scope: Scope, database: AsyncDatabase) -> Admission:
     """``admit`` without the worker thread, on PostgreSQL: the same steps on the event loop, the token
     looked up on ``database``'s asynchronous connections (``mcpgate.asyncdb``).
 
-    The rate limit counts on the loop when that is a local file write (``ratelimit.counts_on_this_host``),
-    else in a worker thread; so is a refusal's audit row written (the ORM).
+    The lookup counts the request against the token's rate limit in the same statement (PostgreSQL:
+    ``tokens.aload_and_count``), so the rest of admission is plain Python; a refusal's audit row is
+    written in a worker thread (the ORM).
     """
     with tracing.span("mcp admission"):
         gate, request, response = _presented(scope)
         if gate.checksum is None:
             return Admission(None, response)
+        window = ratelimit.window(ratelimit.MCP, gate.checksum)
         try:
-            token = await tokens.aload_access_token(gate.checksum, database=database)
+            token, calls = await tokens.aload_and_count(gate.checksum, window_end=window.end, database=database)
         except TRANSIENT_DATABASE_ERRORS as exc:
             log_database_unavailable(exc, "admitting a /mcp request")
             return Admission(None, errors.unavailable(MCP_PATH))
-        if ratelimit.counts_on_this_host():
-            admission = _decided(gate, request, token)
-        else:
-            admission = await in_worker_thread(_decided)(gate, request, token)
+        admission = _decided(gate, request, token, _verdict(window, calls))
         if admission.audit is not None:
             try:
                 await in_worker_thread(audit_record)(**admission.audit)
@@ -253,6 +256,11 @@ async def admit_on_loop(scope: Scope, database: AsyncDatabase) -> Admission:
                 log_database_unavailable(exc, "auditing a rate-limited /mcp request")
                 return Admission(None, errors.unavailable(MCP_PATH))
     return admission
+
+
+def _verdict(window: ratelimit.Window, calls: int | None) -> ratelimit.Verdict | None:
+    """The rate limit's verdict when the token lookup counted the request (``calls``), else None."""
+    return ratelimit.counted(window, calls) if calls is not None else None
 
 
 class RequestMessage:

@@ -24,7 +24,10 @@ from django.core.signals import setting_changed
 from django.db import connections, models, router
 from oauth2_provider.models import get_access_token_model
 
+from mcpgate import ratelimit
 from mcpgate.asyncdb import AsyncDatabase
+
+from .models import TokenCalls
 
 
 def _columns(model: type[models.Model], alias: str, quote: Any) -> tuple[list[str], list[str]]:
@@ -58,6 +61,8 @@ class _TokenLookup:
             f"WHERE t.{quote(token_model._meta.get_field('token_checksum').column)} = %s"
         )
         self.db = db
+        # PostgreSQL: the same lookup with the request counted against the token in the same statement.
+        self.counting_sql = self._counting_sql(selects, quote) if connection.vendor == "postgresql" else None
         # The ORM's own per-column converters (backend first, then field), resolved once.
         self.converters = [
             [
@@ -67,6 +72,28 @@ class _TokenLookup:
             for model in self.models
         ]
 
+    def _counting_sql(self, selects: list[str], quote: Any) -> str:
+        """``sql`` with the request counted in ``TokenCalls`` (an upsert in a CTE: PostgreSQL runs it once,
+        atomically against every other count of the token). Parameters: the checksum, then the window's end.
+
+        A later window restarts the count at 1; an earlier one (a replica whose clock is behind) counts in
+        the row's window, which is kept.
+        """
+        calls = TokenCalls._meta
+        table, token_id = quote(calls.db_table), quote(calls.get_field("token").column)
+        end, count = quote(calls.get_field("window_end").column), quote(calls.get_field("calls").column)
+        # Aliased: three tables' columns share names ("id"), which a CTE's columns may not when referenced.
+        aliased = ", ".join(f"{column} AS c{i}" for i, column in enumerate(selects))
+        pk = self.names[0].index(self.models[0]._meta.pk.attname)
+        return (
+            f"WITH found AS (SELECT {aliased} {self.sql[self.sql.index(' FROM ') + 1 :]}), "  # noqa: S608
+            f"counted AS (INSERT INTO {table} AS c ({token_id}, {end}, {count}) SELECT c{pk}, %s, 1 FROM found "
+            f"ON CONFLICT ({token_id}) DO UPDATE SET "
+            f"{count} = CASE WHEN EXCLUDED.{end} > c.{end} THEN 1 ELSE c.{count} + 1 END, "
+            f"{end} = GREATEST(c.{end}, EXCLUDED.{end}) RETURNING c.{count}) "
+            f"SELECT found.*, (SELECT {count} FROM counted) FROM found"
+        )
+
     def load(self, checksum: str) -> Any:
         connection = connections[self.db]
         with connection.cursor() as cursor:
@@ -75,6 +102,22 @@ class _TokenLookup:
 
     async def aload(self, checksum: str, database: AsyncDatabase) -> Any:
         return self.token(await database.fetchone(self.sql, [checksum]))
+
+    def load_counted(self, checksum: str, window_end: int) -> tuple[Any, int | None]:
+        assert self.counting_sql is not None
+        with connections[self.db].cursor() as cursor:
+            cursor.execute(self.counting_sql, [checksum, window_end])
+            return self.counted(cursor.fetchone())
+
+    async def aload_counted(self, checksum: str, window_end: int, database: AsyncDatabase) -> tuple[Any, int | None]:
+        assert self.counting_sql is not None
+        return self.counted(await database.fetchone(self.counting_sql, [checksum, window_end]))
+
+    def counted(self, row: Sequence[Any] | None) -> tuple[Any, int | None]:
+        """The token of one row of ``counting_sql`` and its calls in the window (None, None: no row)."""
+        if row is None:
+            return None, None
+        return self.token(row[:-1]), row[-1]
 
     def token(self, row: Sequence[Any] | None) -> Any:
         """The token, user and client of one row of ``sql``, as the ORM would build them (None: no row)."""
@@ -128,9 +171,41 @@ async def aload_access_token(checksum: str, *, database: AsyncDatabase) -> Any:
     return await _lookup(database.alias).aload(checksum, database)
 
 
+def load_and_count(checksum: str, *, window_end: int) -> tuple[Any, int | None]:
+    """``load_access_token``, and on PostgreSQL this request counted against the token in the rate-limit window
+    ending at ``window_end``, in the same statement (``TokenCalls``): the token (or None) and its requests in
+    that window, this one included; None when the count is not kept here (SQLite: the cache keeps it)."""
+    lookup = _lookup(token_database())
+    if lookup.counting_sql is None:
+        return lookup.load(checksum), None
+    return lookup.load_counted(checksum, window_end)
+
+
+async def aload_and_count(checksum: str, *, window_end: int, database: AsyncDatabase) -> tuple[Any, int | None]:
+    """``load_and_count`` from the event loop, on ``database``'s asynchronous connections (PostgreSQL)."""
+    return await _lookup(database.alias).aload_counted(checksum, window_end, database)
+
+
+def peek_calls(token: Any) -> ratelimit.Verdict | None:
+    """The count ``MCPGATE_RATE_LIMIT_MCP`` holds for ``token`` (an access token) in its current window,
+    without counting (tests, diagnostics): ``TokenCalls`` on PostgreSQL, else the cache's (None: unknown)."""
+    window = ratelimit.window(ratelimit.MCP, token.token_checksum)
+    if _lookup(token_database()).counting_sql is None:
+        return ratelimit.peek(ratelimit.MCP, str(token.pk))
+    row = TokenCalls.objects.using(token_database()).filter(token_id=token.pk, window_end=window.end).first()
+    return ratelimit.counted(window, row.calls if row is not None else 0)
+
+
 def lookup_sql(db: str) -> str:
-    """The SELECT ``load_access_token`` runs on ``db`` (the benchmark shows its plan: bench/fixtures.py)."""
+    """The SELECT ``load_access_token`` runs on ``db``."""
     return _TokenLookup(db).sql
+
+
+def admission_sql(db: str) -> str:
+    """The statement /mcp admission runs on ``db``: the lookup, counting on PostgreSQL (the benchmark shows
+    its plan: bench/fixtures.py)."""
+    lookup = _TokenLookup(db)
+    return lookup.counting_sql or lookup.sql
 
 
 def _forget(**kwargs: Any) -> None:
@@ -140,4 +215,13 @@ def _forget(**kwargs: Any) -> None:
 
 setting_changed.connect(_forget)
 
-__all__ = ["aload_access_token", "load_access_token", "lookup_sql", "token_database"]
+__all__ = [
+    "admission_sql",
+    "aload_access_token",
+    "aload_and_count",
+    "load_access_token",
+    "load_and_count",
+    "lookup_sql",
+    "peek_calls",
+    "token_database",
+]

@@ -15,6 +15,11 @@ protect are high-entropy and stay checked; what is lost for that time is only th
 
 The same counters bound what anonymous callers can make the audit trail write
 (``audit_allowance``, used by ``audit.services.audit_record``).
+
+One count is kept elsewhere: on PostgreSQL, /mcp's per access token, by the token lookup's own
+statement (``mcp_bridge.tokens``, ``mcp_bridge.models.TokenCalls``), in the window ``window`` places
+as django-ratelimit would. It is the one limit counted on every request of the hot path: in the cache
+it cost a worker about a quarter of its /mcp throughput (BENCHMARKS.md), in the lookup next to nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
+import time
+import zlib
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -30,8 +37,6 @@ from django.conf import settings
 from django.core.cache import caches
 from django.http import HttpRequest
 from django_ratelimit.core import get_usage
-
-from mcpgate.cache import DiskCache
 
 logger = logging.getLogger(__name__)
 
@@ -134,16 +139,40 @@ def _usage(limit: Limit, value: str, request: HttpRequest | None, *, increment: 
     return Verdict(count=int(usage["count"]), limit=int(usage["limit"]), retry_after=max(1, int(usage["time_left"])))
 
 
+# Seconds per unit of a rate (``envrate`` accepts these: 30/m, 100/5m).
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@dataclass(frozen=True)
+class Window:
+    """The fixed window a key is counted in at this moment."""
+
+    limit: int  # requests admitted in it
+    end: int  # when it ends, seconds since the epoch
+    left: int  # whole seconds until then (at least 1)
+
+
+def window(limit: Limit, value: str) -> Window:
+    """The window ``value`` is counted in now under ``limit``, placed as django-ratelimit places it
+    (``django_ratelimit.core``: the period's edges from the epoch, shifted per key by the key's CRC-32, so
+    that windows do not all end together). For counts kept outside the cache: ``mcp_bridge.tokens``."""
+    count, per = limit.rate.split("/")
+    period = int(per[:-1] or 1) * _UNITS[per[-1]]
+    now = int(time.time())
+    end = now - now % period + zlib.crc32(value.encode()) % period
+    if end < now:
+        end += period
+    return Window(limit=int(count), end=end, left=max(1, end - now))
+
+
+def counted(window: Window, count: int) -> Verdict:
+    """The verdict on a request that made ``count`` in ``window`` (counted elsewhere than the cache)."""
+    return Verdict(count=count, limit=window.limit, retry_after=window.left)
+
+
 def hit(limit: Limit, value: str, request: HttpRequest | None = None) -> Verdict | None:
     """Count one request against ``limit`` for the key ``value``; None when it could not be counted."""
     return _usage(limit, value, request, increment=True)
-
-
-def counts_on_this_host() -> bool:
-    """Whether counting is a write to this host's files with a bounded wait (``mcpgate.cache.DiskCache``:
-    SQLite, 10 ms at most for a lock, about 60 µs a count), cheap and bounded enough to run on the
-    event loop; not a network round trip (Redis), which must not hold up every request of a worker."""
-    return isinstance(caches[settings.RATELIMIT_USE_CACHE], DiskCache)
 
 
 def peek(limit: Limit, value: str) -> Verdict | None:

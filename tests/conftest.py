@@ -25,6 +25,7 @@ from django.core.cache import caches
 from django.test import Client as HttpClient
 from django.test import override_settings
 
+from mcpgate import ratelimit
 from oauth_ext import views
 from oauth_ext.models import Client
 from tests.e2e.oauthclient import PKCE
@@ -313,6 +314,8 @@ def ratelimit_clock(monkeypatch: pytest.MonkeyPatch) -> RateLimitClock:
     clock = RateLimitClock()
     # django_ratelimit.core reads the time through its module's ``time`` (``time.time()``) only.
     monkeypatch.setattr(django_ratelimit.core, "time", clock)
+    # The windows of counts kept outside the cache (mcp_bridge.tokens on PostgreSQL) use the same clock.
+    monkeypatch.setattr(ratelimit, "time", clock)
     return clock
 
 

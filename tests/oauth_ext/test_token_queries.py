@@ -18,7 +18,8 @@ from oauth_ext.services import LAST_USED_RESOLUTION
 pytestmark = pytest.mark.django_db
 
 CODE_EXCHANGE = 15
-REFRESH = 25
+# 25, and the rotated-out access token's /mcp count deleted with it (mcp_bridge.models.TokenCalls).
+REFRESH = 26
 
 
 def sql_of(captured: Any) -> list[str]:
@@ -53,6 +54,7 @@ def test_a_refresh_of_a_live_token_skips_the_grace_lookup(
     assert response.status_code == 200
     # The grace check's own query looks for a rotated-out row ("revoked" IS NOT NULL): not for a live token.
     assert not [s for s in sql_of(captured) if '"revoked" IS NOT NULL' in s]
+    assert len([s for s in sql_of(captured) if s.startswith('DELETE FROM "mcp_bridge_tokencalls"')]) == 1
 
 
 def test_a_clients_last_use_is_written_once_a_minute(flow: Any, public_client: Client) -> None:
