@@ -34,6 +34,7 @@ from oauth2_provider.models import get_access_token_model, get_grant_model, get_
 
 from bench.clients import CODE_CHALLENGE, CODE_VERIFIER, CONFIDENTIAL_ID, CONFIDENTIAL_SECRET, PUBLIC_ID, REDIRECT_URI
 from mcp_bridge import tokens
+from mcpgate import ratelimit
 from oauth_ext.models import Client, User
 
 BATCH = 2000
@@ -168,7 +169,8 @@ def seed() -> None:
 
 
 def explain() -> None:
-    """EXPLAIN ANALYZE of the token lookup /mcp runs on every call (mcp_bridge.tokens), for a live token.
+    """EXPLAIN ANALYZE of the token lookup /mcp runs on every call (mcp_bridge.tokens), for a live token: on
+    PostgreSQL the statement that also counts the call (ANALYZE runs it: one more count for that token).
 
     Prints JSON: the statement, the token table's name, the plan, and how many live tokens, clients
     and people the tables hold.
@@ -176,9 +178,14 @@ def explain() -> None:
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
     sample = AccessToken.objects.filter(expires__gt=timezone.now()).order_by("?").values_list("token_checksum")[0][0]
-    sql = tokens.lookup_sql(connection.alias)  # the very statement /mcp runs
+    sql = tokens.admission_sql(connection.alias)  # the very statement /mcp runs
+    params = (
+        [sample]
+        if sql == tokens.lookup_sql(connection.alias)
+        else [sample, ratelimit.window(ratelimit.MCP, sample).end]
+    )
     with connection.cursor() as cursor:
-        cursor.execute("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) " + sql, [sample])
+        cursor.execute("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) " + sql, params)
         plan = [row[0] for row in cursor.fetchall()]
     print(
         json.dumps(

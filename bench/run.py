@@ -332,7 +332,9 @@ def main() -> None:
             plan_lines = [
                 "## The token lookup's plan",
                 "",
-                "The SELECT every /mcp call runs (mcp_bridge/tokens.py, imported, not copied), under EXPLAIN "
+                "The statement every /mcp call runs (mcp_bridge/tokens.py, imported, not copied: on PostgreSQL the "
+                "lookup of the token, its person and its client, and the call counted against the token's rate "
+                "limit in the same statement), under EXPLAIN "
                 "ANALYZE for a live token, on the benchmark's database after the runs, tables ANALYZEd: "
                 f"{plan_info['live_tokens']:,} live access tokens, {plan_info['clients']:,} clients and "
                 f"{plan_info['people']:,} people ({LIVE_TOKENS:,}, {CLIENTS:,} and {PEOPLE:,} seeded; the rest "
@@ -456,6 +458,9 @@ def token_plan_verdict(plan: list[str], table: str) -> tuple[bool, str]:
         text += f"; sequential scans elsewhere: {'; '.join(whole)}"
     else:
         text += "; the user and the client joined by primary key, no sequential scan"
+    arbiters = [line.strip() for line in plan if "Conflict Arbiter Indexes:" in line]
+    if arbiters:
+        text += f"; the call counted by an upsert ({arbiters[0]})"
     return True, text
 
 
