@@ -26,28 +26,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 NEVER = 60.0
 
 
-@pytest.fixture
-def alice() -> User:
-    return User.objects.create(username=ALICE, email=ALICE)
-
-
-@pytest.fixture
-def bob() -> User:
-    return User.objects.create(username=BOB, email=BOB)
-
-
-@pytest.fixture
-def app_client() -> Client:
-    return Client.objects.create(
-        name="Claude Code",
-        client_type=Client.CLIENT_PUBLIC,
-        authorization_grant_type=Client.GRANT_AUTHORIZATION_CODE,
-        redirect_uris="http://127.0.0.1/callback",
-        token_endpoint_auth_method="none",
-        client_secret="",
-    )
-
-
 def tool_call(user: User, client: Client | None, n: int) -> AuditEvent:
     """The row ``audit_record`` builds for a tools/call (mcp_bridge.server.tool_call_event)."""
     return AuditEvent(

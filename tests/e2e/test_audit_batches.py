@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import json
-import secrets
-from datetime import timedelta
 from pathlib import Path
 
 import httpx2
 import pytest
 from django.db import connection
-from django.utils import timezone
-from oauth2_provider.models import get_access_token_model, set_token_value
 
 from audit.models import AuditEvent, AuditKind
 from oauth_ext.models import Client, User
-from tests.conftest import CLAUDE_CALLBACK
 from tests.personas import ALICE
 
+from .grants import live_token
 from .server import database_env, gunicorn
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -25,31 +21,14 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 CALLS = 40
 
 
-def test_sigterm_writes_every_tool_call_row_the_workers_held(tmp_path: Path) -> None:
+def test_sigterm_writes_every_tool_call_row_the_workers_held(tmp_path: Path, public_client: Client) -> None:
     alice = User.objects.create(username=ALICE, email=ALICE)
-    app = Client.objects.create(
-        name="Claude Code",
-        client_type=Client.CLIENT_PUBLIC,
-        authorization_grant_type=Client.GRANT_AUTHORIZATION_CODE,
-        redirect_uris=CLAUDE_CALLBACK,
-        token_endpoint_auth_method="none",
-        client_secret="",
-    )
     # A minute between batches, and batches of 500: nothing is written while the server runs.
     overrides = {"MCPGATE_AUDIT_BATCH_SECONDS": "60"}
     with gunicorn(
         db_env=database_env(connection.settings_dict), log_path=tmp_path / "gunicorn.log", overrides=overrides
     ) as server:
-        raw = secrets.token_urlsafe(32)
-        token = get_access_token_model()(
-            user=alice,
-            application=app,
-            scope="mcp",
-            expires=timezone.now() + timedelta(hours=1),
-            resource=[server.internal + "/mcp"],
-        )
-        set_token_value(token, raw)
-        token.save()
+        _, raw = live_token(alice, public_client, resource=server.internal + "/mcp")
         server.remember(raw)
         headers = {
             "Authorization": f"Bearer {raw}",
@@ -66,6 +45,6 @@ def test_sigterm_writes_every_tool_call_row_the_workers_held(tmp_path: Path) -> 
 
     rows = AuditEvent.objects.filter(event=AuditKind.TOOL_CALL)
     assert rows.count() == CALLS
-    assert set(rows.values_list("user_id", "client_id", "email")) == {(alice.pk, app.pk, ALICE)}
+    assert set(rows.values_list("user_id", "client_id", "email")) == {(alice.pk, public_client.pk, ALICE)}
     assert "audit rows lost" not in server.log() and "Traceback" not in server.log()
     assert not server.leaked()

@@ -22,13 +22,11 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
 
 import httpx2
 import pytest
 from django.test import override_settings
-from django.utils import timezone
-from oauth2_provider.models import get_access_token_model, set_token_value
+from oauth2_provider.models import get_access_token_model
 
 from audit.models import AuditEvent, AuditKind
 from mcp_bridge.tokens import peek_calls
@@ -37,6 +35,7 @@ from mcpgate.ratelimit import Limit
 from oauth_ext.models import Client, User
 from tests.conftest import CLAUDE_CALLBACK, RateLimitClock
 from tests.e2e import conftest as e2e
+from tests.e2e.grants import live_token
 from tests.e2e.server import GunicornServer
 from tests.e2e.trail import settled_tool_calls
 from tests.personas import ALICE
@@ -160,29 +159,14 @@ def test_120_concurrent_token_requests_for_one_client_from_many_addresses_admit_
     assert row.detail == {"route": "token", "key": "client", "rate": f"{LIMIT}/h", "client_id": client_id}
 
 
-def test_120_concurrent_mcp_calls_with_one_token_run_exactly_30_tools(gunicorn_server: GunicornServer) -> None:
+def test_120_concurrent_mcp_calls_with_one_token_run_exactly_30_tools(
+    gunicorn_server: GunicornServer, public_client: Client
+) -> None:
     alice = User.objects.create(username=ALICE, email=ALICE)
-    app = Client.objects.create(
-        name="Claude Code",
-        client_type=Client.CLIENT_PUBLIC,
-        authorization_grant_type=Client.GRANT_AUTHORIZATION_CODE,
-        redirect_uris=CLAUDE_CALLBACK,
-        token_endpoint_auth_method="none",
-        client_secret="",
-    )
     tokens: dict[str, str] = {}
 
     def a_token(n: int) -> str:
-        raw = secrets.token_urlsafe(32)
-        row = get_access_token_model()(
-            user=alice,
-            application=app,
-            scope="mcp",
-            expires=timezone.now() + timedelta(hours=1),
-            resource=[gunicorn_server.internal + "/mcp"],
-        )
-        set_token_value(row, raw)
-        row.save()
+        row, raw = live_token(alice, public_client, resource=gunicorn_server.internal + "/mcp")
         tokens[str(row.pk)] = raw
         return str(row.pk)
 
