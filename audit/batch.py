@@ -122,24 +122,47 @@ class AuditBatcher:
             close_old_connections()
 
     def _write_pending(self) -> bool:
-        """Write the queue, a batch at a time; False when the database refused (the batch is put back, in order)."""
+        """Write the queue, a batch at a time; False when the database is away (the rows are put back, in order)."""
         while self._rows:
             batch = [self._rows.popleft() for _ in range(min(len(self._rows), self.max_batch))]
             try:
                 write_rows(batch)
             except TRANSIENT_DATABASE_ERRORS as exc:
-                self._rows.extendleft(reversed(batch))
-                logger.warning(
-                    "audit rows not written yet, %d waiting (%s: %s); trying again",
-                    len(self._rows),
-                    type(exc).__name__,
-                    exc,
-                )
+                self._put_back(batch, exc)
                 return False
+            except Exception:
+                # Not an outage: some row the database will never take.
+                if not self._write_singly(batch):
+                    return False
             finally:
                 # Hand the connection back to the pool (and drop a broken one) between batches.
                 close_old_connections()
         return True
+
+    def _write_singly(self, batch: list[AuditEvent]) -> bool:
+        """Write ``batch`` row by row, dropping (and logging) only what the database refuses for good: one bad
+        row must neither take the others with it nor stop the thread. False when the database went away."""
+        _as_new(batch)
+        for n, row in enumerate(batch):
+            try:
+                write_rows([row])
+            except TRANSIENT_DATABASE_ERRORS as exc:
+                self._put_back(batch[n:], exc)
+                return False
+            except Exception as exc:
+                # The database's message may quote a value of the row: rows hold no token, code or secret.
+                logger.error(
+                    "a tool-call audit row was refused by the database and dropped (%s: %s)", type(exc).__name__, exc
+                )
+            finally:
+                close_old_connections()
+        return True
+
+    def _put_back(self, rows: list[AuditEvent], exc: BaseException) -> None:
+        self._rows.extendleft(reversed(rows))
+        logger.warning(
+            "audit rows not written yet, %d waiting (%s: %s); trying again", len(self._rows), type(exc).__name__, exc
+        )
 
 
 def write_rows(rows: list[AuditEvent]) -> None:
@@ -169,8 +192,12 @@ def _clear_vanished_references(rows: Iterable[AuditEvent], database: str) -> Non
         for row in rows:
             if getattr(row, attname) not in present:
                 setattr(row, field, None)
+    _as_new(rows)
+
+
+def _as_new(rows: Iterable[AuditEvent]) -> None:
+    """Unnumber ``rows``: a failed INSERT may have numbered them before its transaction was rolled back."""
     for row in rows:
-        # The failed INSERT had numbered them before its transaction was rolled back.
         row.pk = None
         row._state.adding = True
 

@@ -4,4 +4,5 @@ from tests.mcp_bridge.conftest import (  # noqa: F401  (fixtures)
     alice,
     app_client,
     bob,
+    own_connections_closed,
 )

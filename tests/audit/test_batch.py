@@ -192,7 +192,9 @@ def anyio_backend() -> str:
 
 
 @pytest.mark.anyio
-async def test_while_batching_only_tool_calls_are_queued_and_leaving_writes_them(alice, app_client, settings) -> None:
+async def test_while_batching_only_tool_calls_are_queued_and_leaving_writes_them(
+    alice, app_client, settings, own_connections_closed
+) -> None:
     """``batching`` as the ASGI lifespan enters and leaves it, in one event loop."""
     recorded: list[AuditEvent] = []
 
@@ -221,7 +223,9 @@ async def test_while_batching_only_tool_calls_are_queued_and_leaving_writes_them
 
 
 @pytest.mark.anyio
-async def test_with_batches_off_a_tool_calls_row_is_written_in_its_request(alice, app_client, settings) -> None:
+async def test_with_batches_off_a_tool_calls_row_is_written_in_its_request(
+    alice, app_client, settings, own_connections_closed
+) -> None:
     settings.MCPGATE_AUDIT_BATCH_SECONDS = 0
     async with batch.batching() as batcher:
         assert batcher is None and batch.current() is None
@@ -233,7 +237,9 @@ async def test_with_batches_off_a_tool_calls_row_is_written_in_its_request(alice
 
 
 @pytest.mark.anyio
-async def test_ensure_room_refuses_only_while_the_backlog_is_full(alice, app_client, settings, monkeypatch) -> None:
+async def test_ensure_room_refuses_only_while_the_backlog_is_full(
+    alice, app_client, settings, monkeypatch, own_connections_closed
+) -> None:
     settings.MCPGATE_AUDIT_BATCH_SECONDS = NEVER
     monkeypatch.setattr(batch, "MAX_PENDING", 1)
     async with batch.batching() as batcher:
@@ -244,3 +250,27 @@ async def test_ensure_room_refuses_only_while_the_backlog_is_full(alice, app_cli
         with pytest.raises(AuditBacklogFull, match="1 audit rows are waiting for the database"):
             batch.ensure_room()
     batch.ensure_room()  # no batcher, no backlog: rows are written in their requests
+
+
+def test_a_row_the_database_refuses_for_good_is_dropped_alone_and_the_thread_goes_on(
+    alice, app_client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not an outage (an IntegrityError: an email that is NULL, here): the batch's other rows are written one by one,
+    the bad one is logged and dropped, and later rows are written as usual."""
+    bad = tool_call(alice, app_client, 1)
+    bad.email = None  # type: ignore[assignment]  # audit_record never writes this: the database refuses it always
+    batcher = AuditBatcher(interval=0.01)
+    for row in (tool_call(alice, app_client, 0), bad, tool_call(alice, app_client, 2)):
+        batcher.submit(row)
+    with caplog.at_level(logging.ERROR, logger="audit.batch"):
+        batcher.start()
+        try:
+            assert wait_for(lambda: len(written()) == 2)
+            batcher.submit(tool_call(alice, app_client, 3))
+            assert wait_for(lambda: len(written()) == 3)
+        finally:
+            assert batcher.stop() == 0
+
+    assert [row.detail["tool"] for row in written()] == ["tool0", "tool2", "tool3"]
+    [error] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert error.startswith("a tool-call audit row was refused by the database and dropped (IntegrityError: ")

@@ -154,6 +154,14 @@ async def serving(*, fast_path: bool = True) -> AsyncIterator[Any]:
 
 
 @pytest.fixture
+async def own_connections_closed() -> AsyncIterator[None]:
+    """For tests that read through ``sync_to_async`` outside ``serving``: close what its thread opened after
+    the test (left open, PostgreSQL refuses to drop the test database)."""
+    yield
+    await sync_to_async(connections.close_all)()
+
+
+@pytest.fixture
 async def site(transactional_db: Any) -> AsyncIterator[Any]:
     """The site, serving (the database comes first: the lifespan's gateway reads the upstreams at once)."""
     async with serving() as app:

@@ -48,7 +48,7 @@ def counted_tool() -> Iterator[list[str]]:
 
 
 async def test_tool_calls_rows_are_held_by_the_worker_and_all_written_when_it_stops(
-    batches, transactional_db, alice, alice_token
+    batches, transactional_db, alice, alice_token, own_connections_closed
 ) -> None:
     async with serving() as app, http_client(app) as mcp:
         for n in range(3):
@@ -86,7 +86,7 @@ async def test_a_call_when_the_rows_cannot_be_written_is_refused_503_before_the_
 
 @pytest.mark.postgresql
 async def test_on_the_loop_route_a_batched_row_is_not_sent_from_the_event_loop(
-    batches, loop_database, loop_statements, transactional_db, alice, alice_token
+    batches, loop_database, loop_statements, transactional_db, alice, alice_token, own_connections_closed
 ) -> None:
     async with serving() as app, http_client(app) as mcp:
         r = await mcp.post("/mcp", json=call("whoami"), headers=bearer(alice_token))
