@@ -9,7 +9,8 @@ PostgreSQL cluster (tests.pgcluster), migrates, seeds it (bench/fixtures.py: the
 confidential and a public client, 1,000 more clients and 10,000 live tokens, one-time codes and
 refresh tokens for the OAuth case), then starts each server in turn and measures it with wrk in a
 process of its own (bench/cases.py, bench/wrk/post.lua). Every server runs as mcpgate does in
-production: gunicorn, ``mcpgate.workers.Worker``, one worker unless said otherwise. Cases:
+production: gunicorn, ``mcpgate.workers.Worker``, a listening socket per worker (``--reuse-port``), one
+worker unless said otherwise. Cases:
 
   limits   a bare ASGI JSON response (bench/asgi_hello.py) and mcpgate's /healthz (a trivial Django view)
   mcp      mcpgate POST /mcp tools/call ``whoami`` and tools/list, 2025-06-18 and 2026-07-28, 1/16/64 connections
@@ -183,7 +184,8 @@ def main() -> None:
         seed = "from bench.fixtures import seed; seed()"
         subprocess.run([*manage, "shell", "-v0", "-c", seed], cwd=ROOT, env=seed_env, check=True)
         say(f"seeded in {time.monotonic() - started:.0f} s")
-        gunicorn = [str(VENV_BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--log-level", "warning"]
+        # --reuse-port: a listening socket per worker, as deploy/gunicorn.conf.py has it (mcpgate.workers).
+        gunicorn = [str(VENV_BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--log-level", "warning", "--reuse-port"]
         asgi = ["-k", "mcpgate.workers.Worker"]
         mcpgate_cmd = [*gunicorn, "-w", "1", *asgi, "mcpgate.asgi:application"]
 
@@ -411,7 +413,8 @@ def main() -> None:
         "interleaved rounds so that drift on the machine touches them alike. Short runs keep `make bench` under "
         "10 minutes on 2 cores; the median of three damps a run disturbed by other work.",
         "- Everything on one machine over loopback: wrk (one thread, its own process), the server under test "
-        "(gunicorn, `mcpgate.workers.Worker`, one worker unless said), PostgreSQL (a throw-away cluster, "
+        "(gunicorn, `mcpgate.workers.Worker`, a listening socket per worker as deploy/gunicorn.conf.py has it, "
+        "one worker unless said), PostgreSQL (a throw-away cluster, "
         "tests.pgcluster). Rate limits are lifted (one wrk process is one address and one token); their "
         "counters still run on every request.",
         "- Checked, not assumed: wrk checks every answer (2xx, the expected content, no `isError` result); a "

@@ -15,7 +15,8 @@ if str(CHECKOUT) not in sys.path:
 
 from prometheus_client import multiprocess  # noqa: E402
 
-from mcpgate.env import envint, envstr, load_env_file  # noqa: E402 - needs the path above
+from mcpgate.env import envbool, envint, envstr, load_env_file  # noqa: E402 - needs the path above
+from mcpgate.workers import listen_as_started, listen_per_worker  # noqa: E402
 
 # The same .env as the settings (MCPGATE_ENV_FILE or the checkout's), under the real environment:
 # MCPGATE_BIND written there is honoured by `make run`, MCPGATE_BIND=… make run beats it, and
@@ -26,6 +27,9 @@ bind = envstr("MCPGATE_BIND", "127.0.0.1:8000")
 workers = envint("MCPGATE_WORKERS", 2, minimum=1)
 # ASGI (mcpgate.asgi:application): /mcp is the MCP SDK's ASGI transport; Django serves the rest.
 worker_class = "mcpgate.workers.Worker"  # uvicorn's, its loop and HTTP parser named (mcpgate/workers.py)
+# A listening socket per worker, so that the kernel spreads connections over the workers; off where it
+# cannot work (a Unix socket, systemd's sockets), a port in use refused, kept on reload (on_starting, on_reload).
+reuse_port = envbool("MCPGATE_REUSE_PORT", True)
 timeout = 30
 graceful_timeout = 20
 # The app decides what to trust from MCPGATE_TRUSTED_PROXIES; gunicorn must not rewrite
@@ -60,15 +64,21 @@ def post_worker_init(worker: object) -> None:
     logging.getLogger("uvicorn.access").addFilter(_NoQueryString())
 
 
-# Prometheus with several workers (mcpgate.observability.metrics): each worker writes its values to
+# Where the workers listen (mcpgate.workers.listen_per_worker). Then Prometheus with several workers
+# (mcpgate.observability.metrics): each worker writes its values to
 # PROMETHEUS_MULTIPROC_DIR and /metrics merges them. The directory must start empty (values of a
 # previous run would be added in), and a dead worker's live gauges must go with it.
 def on_starting(server: object) -> None:
+    listen_per_worker(server)
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if directory:
         Path(directory).mkdir(parents=True, exist_ok=True)
         for stale in Path(directory).glob("*.db"):
             stale.unlink()
+
+
+def on_reload(server: object) -> None:
+    listen_as_started(server)
 
 
 def child_exit(server: object, worker: object) -> None:

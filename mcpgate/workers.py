@@ -1,6 +1,7 @@
-"""The gunicorn worker mcpgate is served by: uvicorn's, on uvloop, parsing HTTP with h11.
+"""The gunicorn worker mcpgate is served by (uvicorn's, on uvloop, parsing HTTP with h11), and where it listens.
 
-``gunicorn -c deploy/gunicorn.conf.py mcpgate.asgi:application`` (its ``worker_class``).
+``gunicorn -c deploy/gunicorn.conf.py mcpgate.asgi:application`` (its ``worker_class``;
+``listen_per_worker`` and ``listen_as_started`` in its ``on_starting`` and ``on_reload``).
 
 uvicorn's own ``UvicornWorker`` picks the event loop and the HTTP parser by what happens to be
 installed ("auto"). This one names them, so what serves the internet does not change with an
@@ -18,8 +19,11 @@ image's extra packages:
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import Any
 
+from gunicorn import systemd, util
 from uvicorn_worker import UvicornWorker
 
 
@@ -27,3 +31,61 @@ class Worker(UvicornWorker):
     """``uvicorn_worker.UvicornWorker`` with its loop and HTTP parser named (see the module)."""
 
     CONFIG_KWARGS: dict[str, Any] = {"loop": "uvloop", "http": "h11"}
+
+
+def listen_per_worker(server: Any) -> None:
+    """gunicorn's ``on_starting`` (``server``: the arbiter): each worker on a listening socket of its own
+    where that works, and an address already in use refused before any worker starts.
+
+    With ``reuse_port`` (``MCPGATE_REUSE_PORT``, on by default) gunicorn 27 binds nothing in the arbiter:
+    each worker binds the address itself with ``SO_REUSEPORT``, and Linux hands each new connection to
+    one of those sockets by a hash of its addresses (socket(7)). On the one socket all workers share
+    otherwise, the worker that wakes first accepts every connection waiting (uvloop accepts until none
+    is left), and a client's keep-alive connections opened together stay on that worker: with two
+    workers, 2 of 6 bursts of 16 connections all landed on one of them, which served them at one
+    worker's rate (BENCHMARKS.md, "2 workers").
+
+    Turned off here, leaving the one shared socket, where a socket per worker cannot work: a Unix
+    socket or file descriptor address (each worker would replace the one before it), port 0 (each
+    would get a port of its own), and sockets handed over by systemd's socket activation or by a
+    re-executing arbiter (USR2).
+
+    Since the arbiter no longer holds the port, it checks the port is free itself, binding it once
+    without ``SO_REUSEPORT``: otherwise a second server of the same user on the same port would share
+    its connections silently, and a taken port would have each worker fail and be restarted, over and
+    over, instead of gunicorn refusing to start ("Error: Cannot listen on HOST:PORT: Address already in
+    use", exit status 1).
+    """
+    config = server.cfg
+    if not config.reuse_port:
+        return
+    addresses = config.address
+    handed_over = systemd.listen_fds(unset_environment=False) > 0 or "GUNICORN_FD" in os.environ
+    if handed_over or not all(isinstance(address, tuple) and address[1] for address in addresses):
+        config.set("reuse_port", False)
+        server.log.info("Listening on one socket shared by the workers (reuse_port needs TCP addresses with a port)")
+        return
+    for host, port in addresses:
+        family = socket.AF_INET6 if util.is_ipv6(host) else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            # Not SO_REUSEPORT: that is what would let the bind succeed beside another server.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                raise RuntimeError(f"Cannot listen on {host}:{port}: {exc.strerror}") from None
+    # gunicorn's own "Listening at:" line is empty then: it lists the arbiter's sockets.
+    where = ", ".join(f"{host}:{port}" for host, port in addresses)
+    server.log.info("Each worker listens on a socket of its own at %s (SO_REUSEPORT)", where)
+
+
+def listen_as_started(server: Any) -> None:
+    """gunicorn's ``on_reload`` (SIGHUP): the new workers listen as the arbiter started them.
+
+    A reload reads the configuration again, ``reuse_port`` with it, and ``listen_per_worker`` does not
+    run again. The arbiter's sockets say what was decided at start: it holds some when the workers
+    share them, none when each worker has its own. A Unix socket's workers given ``reuse_port`` back
+    would each replace the path; workers given a socket of their own beside the arbiter's (bound
+    without ``SO_REUSEPORT``) could not bind at all, and would be restarted over and over.
+    """
+    server.cfg.set("reuse_port", not server.LISTENERS)

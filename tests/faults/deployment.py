@@ -192,6 +192,17 @@ def server_side_inode(client_port: int, server_port: int) -> int | None:
     return None
 
 
+def listening_inodes(server_port: int) -> set[int]:
+    """The inodes of the TCP sockets listening on ``server_port`` (state 0A in /proc/net/tcp)."""
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rpartition(":")[2], 16) == server_port:
+                inodes.add(int(fields[9]))
+    return inodes
+
+
 @dataclass
 class Deployment:
     """mcpgate under gunicorn on a cluster of its own."""
@@ -212,6 +223,11 @@ class Deployment:
             if inode in socket_inodes(pid):
                 return pid
         return None
+
+    def listeners(self) -> dict[int, set[int]]:
+        """The listening sockets on the server's port, by the process holding them (the arbiter included)."""
+        listening = listening_inodes(self.server.port)
+        return {pid: socket_inodes(pid) & listening for pid in [self.arbiter.pid, *self.workers()]}
 
     def kill_worker(self, pid: int) -> None:
         """SIGKILL one worker (never the arbiter): the arbiter notices and starts a replacement."""

@@ -563,6 +563,16 @@ def test_gunicorn_serves_with_mcpgates_worker_without_k_on_the_command_line() ->
     assert gunicorn_setting("worker_class", {}) == "mcpgate.workers.Worker"
 
 
+def test_gunicorn_gives_each_worker_a_listening_socket_by_default() -> None:
+    """mcpgate.workers.listen_per_worker turns it off where it cannot work."""
+    assert gunicorn_setting("reuse_port", {}) == "True"
+
+
+@pytest.mark.parametrize("value", ["false", "0", " No "])
+def test_mcpgate_reuse_port_off_has_the_workers_share_one_socket(value: str) -> None:
+    assert gunicorn_setting("reuse_port", {"MCPGATE_REUSE_PORT": value}) == "False"
+
+
 def test_gunicorn_binds_to_the_command_line_address_over_both(tmp_path: Path) -> None:
     """``make run BIND=…`` passes --bind."""
     env_file = write_env_file(tmp_path / "local.env", MCPGATE_BIND="127.0.0.1:9101")

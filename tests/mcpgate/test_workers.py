@@ -1,0 +1,158 @@
+"""Where the workers listen (mcpgate.workers.listen_per_worker): a socket each where it works, a taken port refused."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+from gunicorn.config import Config
+
+from mcpgate.workers import listen_as_started, listen_per_worker
+from tests.pgcluster import free_port
+
+
+@dataclass
+class Arbiter:
+    """What ``on_starting`` and ``on_reload`` are handed: gunicorn's own configuration, a log, the arbiter's sockets."""
+
+    cfg: Config = field(default_factory=Config)
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("tests.gunicorn"))
+    LISTENERS: list[object] = field(default_factory=list)
+
+
+def arbiter(*binds: str, reuse_port: bool = True) -> Arbiter:
+    server = Arbiter()
+    server.cfg.set("bind", list(binds))
+    server.cfg.set("reuse_port", reuse_port)
+    return server
+
+
+@pytest.fixture(autouse=True)
+def _no_inherited_sockets(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("LISTEN_FDS", "LISTEN_PID", "GUNICORN_FD"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def taken() -> Iterator[tuple[socket.socket, int]]:
+    """A port some other server listens on."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        yield other, int(other.getsockname()[1])
+
+
+def test_a_free_tcp_port_keeps_a_socket_per_worker_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    port = free_port()
+    server = arbiter(f"127.0.0.1:{port}")
+    with caplog.at_level(logging.INFO, logger="tests.gunicorn"):
+        listen_per_worker(server)
+    assert server.cfg.reuse_port is True
+    assert caplog.messages == [f"Each worker listens on a socket of its own at 127.0.0.1:{port} (SO_REUSEPORT)"]
+    # The check let the port go again: the workers bind it.
+    with socket.socket() as worker:
+        worker.bind(("127.0.0.1", port))
+
+
+def test_every_address_is_checked_and_named(caplog: pytest.LogCaptureFixture) -> None:
+    first, second = free_port(), free_port()
+    server = arbiter(f"127.0.0.1:{first}", f"[::1]:{second}")
+    with caplog.at_level(logging.INFO, logger="tests.gunicorn"):
+        listen_per_worker(server)
+    assert server.cfg.reuse_port is True
+    assert caplog.messages == [
+        f"Each worker listens on a socket of its own at 127.0.0.1:{first}, ::1:{second} (SO_REUSEPORT)"
+    ]
+
+
+def test_a_port_another_server_listens_on_refuses_to_start(taken: tuple[socket.socket, int]) -> None:
+    _, port = taken
+    with pytest.raises(RuntimeError) as refused:
+        listen_per_worker(arbiter(f"127.0.0.1:{port}"))
+    assert str(refused.value) == f"Cannot listen on 127.0.0.1:{port}: Address already in use"
+
+
+def test_a_port_a_second_mcpgate_listens_on_with_so_reuseport_refuses_to_start() -> None:
+    """Without the check, this is the case that would start and silently take half the connections."""
+    with socket.socket() as first_mcpgate_worker:
+        first_mcpgate_worker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        first_mcpgate_worker.bind(("127.0.0.1", 0))
+        first_mcpgate_worker.listen()
+        port = int(first_mcpgate_worker.getsockname()[1])
+        with pytest.raises(RuntimeError) as refused:
+            listen_per_worker(arbiter(f"127.0.0.1:{port}"))
+    assert str(refused.value) == f"Cannot listen on 127.0.0.1:{port}: Address already in use"
+
+
+def test_an_address_this_machine_does_not_have_refuses_to_start() -> None:
+    with pytest.raises(RuntimeError) as refused:
+        listen_per_worker(arbiter("192.0.2.1:8000"))  # TEST-NET-1 (RFC 5737), never a local address
+    assert str(refused.value) == "Cannot listen on 192.0.2.1:8000: Cannot assign requested address"
+
+
+@pytest.mark.parametrize(
+    "binds",
+    [
+        pytest.param(("unix:/run/mcpgate/gunicorn.sock",), id="unix socket"),
+        pytest.param(("fd://3",), id="file descriptor"),
+        pytest.param(("127.0.0.1:0",), id="port 0"),
+        pytest.param(("127.0.0.1:8000", "unix:/run/mcpgate/gunicorn.sock"), id="tcp and unix"),
+    ],
+)
+def test_addresses_a_socket_per_worker_cannot_serve_share_one_socket(
+    binds: tuple[str, ...], caplog: pytest.LogCaptureFixture
+) -> None:
+    server = arbiter(*binds)
+    with caplog.at_level(logging.INFO, logger="tests.gunicorn"):
+        listen_per_worker(server)
+    assert server.cfg.reuse_port is False
+    assert caplog.messages == [
+        "Listening on one socket shared by the workers (reuse_port needs TCP addresses with a port)"
+    ]
+
+
+def test_sockets_from_systemd_socket_activation_are_shared(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LISTEN_FDS", "1")
+    monkeypatch.setenv("LISTEN_PID", str(os.getpid()))
+    server = arbiter(f"127.0.0.1:{free_port()}")
+    listen_per_worker(server)
+    assert server.cfg.reuse_port is False
+    # gunicorn reads them after this hook: they are left for it.
+    assert os.environ["LISTEN_FDS"] == "1"
+
+
+def test_sockets_handed_over_by_a_re_executing_arbiter_are_shared(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GUNICORN_FD", "3")
+    server = arbiter(f"127.0.0.1:{free_port()}")
+    listen_per_worker(server)
+    assert server.cfg.reuse_port is False
+
+
+def test_with_reuse_port_off_nothing_is_checked_or_changed(
+    taken: tuple[socket.socket, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    """MCPGATE_REUSE_PORT=false: the arbiter binds as gunicorn always did (and reports a taken port itself)."""
+    _, port = taken
+    server = arbiter(f"127.0.0.1:{port}", reuse_port=False)
+    with caplog.at_level(logging.INFO, logger="tests.gunicorn"):
+        listen_per_worker(server)
+    assert server.cfg.reuse_port is False
+    assert caplog.messages == []
+
+
+def test_a_reload_keeps_a_socket_per_worker_when_the_arbiter_holds_none() -> None:
+    server = arbiter(f"127.0.0.1:{free_port()}", reuse_port=False)  # as the configuration read again may say
+    listen_as_started(server)
+    assert server.cfg.reuse_port is True
+
+
+def test_a_reload_keeps_the_shared_socket_when_the_arbiter_holds_it() -> None:
+    """A Unix socket, say: ``reuse_port`` read again from the configuration is true, and must not be."""
+    server = arbiter("unix:/run/mcpgate/gunicorn.sock")
+    server.LISTENERS = [object()]
+    listen_as_started(server)
+    assert server.cfg.reuse_port is False
