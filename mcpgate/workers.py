@@ -43,7 +43,7 @@ def listen_per_worker(server: Any) -> None:
     otherwise, the worker that wakes first accepts every connection waiting (uvloop accepts until none
     is left), and a client's keep-alive connections opened together stay on that worker: with two
     workers, 2 of 6 bursts of 16 connections all landed on one of them, which served them at one
-    worker's rate (BENCHMARKS.md, "2 workers").
+    worker's rate (docs/reliability.md, "How connections reach the workers").
 
     Turned off here, leaving the one shared socket, where a socket per worker cannot work: a Unix
     socket or file descriptor address (each worker would replace the one before it), port 0 (each
