@@ -73,10 +73,15 @@ def listen_per_worker(server: Any) -> None:
             try:
                 probe.bind((host, port))
             except OSError as exc:
-                raise RuntimeError(f"Cannot listen on {host}:{port}: {exc.strerror}") from None
+                raise RuntimeError(f"Cannot listen on {_shown(host, port)}: {exc.strerror}") from None
     # gunicorn's own "Listening at:" line is empty then: it lists the arbiter's sockets.
-    where = ", ".join(f"{host}:{port}" for host, port in addresses)
+    where = ", ".join(_shown(host, port) for host, port in addresses)
     server.log.info("Each worker listens on a socket of its own at %s (SO_REUSEPORT)", where)
+
+
+def _shown(host: str, port: int) -> str:
+    """An address as it is written in a URL or ``--bind``: an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if util.is_ipv6(host) else f"{host}:{port}"
 
 
 def listen_as_started(server: Any) -> None:

@@ -65,7 +65,7 @@ def test_every_address_is_checked_and_named(caplog: pytest.LogCaptureFixture) ->
         listen_per_worker(server)
     assert server.cfg.reuse_port is True
     assert caplog.messages == [
-        f"Each worker listens on a socket of its own at 127.0.0.1:{first}, ::1:{second} (SO_REUSEPORT)"
+        f"Each worker listens on a socket of its own at 127.0.0.1:{first}, [::1]:{second} (SO_REUSEPORT)"
     ]
 
 
@@ -86,6 +86,16 @@ def test_a_port_a_second_mcpgate_listens_on_with_so_reuseport_refuses_to_start()
         with pytest.raises(RuntimeError) as refused:
             listen_per_worker(arbiter(f"127.0.0.1:{port}"))
     assert str(refused.value) == f"Cannot listen on 127.0.0.1:{port}: Address already in use"
+
+
+def test_an_ipv6_port_in_use_is_named_in_brackets() -> None:
+    with socket.socket(socket.AF_INET6) as other:
+        other.bind(("::1", 0))
+        other.listen()
+        port = int(other.getsockname()[1])
+        with pytest.raises(RuntimeError) as refused:
+            listen_per_worker(arbiter(f"[::1]:{port}"))
+    assert str(refused.value) == f"Cannot listen on [::1]:{port}: Address already in use"
 
 
 def test_an_address_this_machine_does_not_have_refuses_to_start() -> None:
