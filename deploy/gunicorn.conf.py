@@ -64,12 +64,17 @@ def post_worker_init(worker: object) -> None:
     logging.getLogger("uvicorn.access").addFilter(_NoQueryString())
 
 
-# Where the workers listen (mcpgate.workers.listen_per_worker). Then Prometheus with several workers
-# (mcpgate.observability.metrics): each worker writes its values to
-# PROMETHEUS_MULTIPROC_DIR and /metrics merges them. The directory must start empty (values of a
-# previous run would be added in), and a dead worker's live gauges must go with it.
+# Where the workers listen (mcpgate.workers): decided before gunicorn binds, kept on reload.
 def on_starting(server: object) -> None:
     listen_per_worker(server)
+
+
+# Prometheus with several workers (mcpgate.observability.metrics): each worker writes its values to
+# PROMETHEUS_MULTIPROC_DIR and /metrics merges them. The directory must start empty (values of a
+# previous run would be added in), and a dead worker's live gauges must go with it. Emptied once the
+# address is held (when_ready comes after the bind, before the first worker), so that a second
+# server that cannot bind (a second `make run`) leaves the running one's values alone.
+def when_ready(server: object) -> None:
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if directory:
         Path(directory).mkdir(parents=True, exist_ok=True)

@@ -113,19 +113,48 @@ def test_connections_opened_together_are_spread_over_both_workers(faults_deploym
     assert sum(served.values()) == 32
 
 
+def _second_server(deployment: Deployment, metrics: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """gunicorn started again on the deployment's port, sharing ``metrics`` as its Prometheus directory
+    (as a second ``make run`` in the same checkout would share cache/metrics)."""
+    (metrics / "counter_4242.db").write_bytes(b"the running server's values")
+    server = deployment.server
+    return subprocess.run(
+        gunicorn_command(server.port),
+        cwd=REPO,
+        env={**server.env, "PROMETHEUS_MULTIPROC_DIR": str(metrics), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def test_a_second_server_on_the_same_port_refuses_to_start_and_the_first_serves_on(
-    faults_deployment: Deployment,
+    faults_deployment: Deployment, tmp_path: Path
 ) -> None:
     """Without the arbiter's check, its workers would bind beside the first server's (SO_REUSEPORT) and
     take a share of its connections."""
     server = faults_deployment.server
-    second = subprocess.run(
-        gunicorn_command(server.port), cwd=REPO, env=server.env, capture_output=True, text=True, timeout=60, check=False
-    )
+    second = _second_server(faults_deployment, tmp_path)
     assert second.returncode == 1, second.stderr
     assert f"Error: Cannot listen on 127.0.0.1:{server.port}: Address already in use" in second.stderr
     assert "Booting worker" not in second.stderr
+    assert [path.name for path in tmp_path.iterdir()] == ["counter_4242.db"]
     assert len(faults_deployment.listeners()) == 3  # the arbiter (none) and its two workers
+    assert httpx2.get(f"{server.internal}/healthz", timeout=10).status_code == 200
+
+
+def test_a_second_server_sharing_one_socket_fails_to_bind_and_leaves_the_metrics_alone(
+    faults_deployment: Deployment, tmp_path: Path
+) -> None:
+    """MCPGATE_REUSE_PORT=false: gunicorn's own bind fails (after its five tries), before the Prometheus
+    directory is emptied (deploy/gunicorn.conf.py's when_ready)."""
+    server = faults_deployment.server
+    second = _second_server(faults_deployment, tmp_path, MCPGATE_REUSE_PORT="false")
+    assert second.returncode == 1, second.stderr
+    assert f"Can't connect to ('127.0.0.1', {server.port})" in second.stderr
+    assert "Booting worker" not in second.stderr
+    assert [path.name for path in tmp_path.iterdir()] == ["counter_4242.db"]
     assert httpx2.get(f"{server.internal}/healthz", timeout=10).status_code == 200
 
 

@@ -42,7 +42,7 @@ def test_the_directory_is_emptied_at_start_and_a_dead_workers_values_are_dropped
     monkeypatch.setattr(multiprocess, "mark_process_dead", dead.append)
     conf = runpy.run_path(str(CONF))
 
-    conf["on_starting"](arbiter())
+    conf["when_ready"](arbiter())
     conf["child_exit"](None, SimpleNamespace(pid=4343))
 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
@@ -52,7 +52,7 @@ def test_the_directory_is_emptied_at_start_and_a_dead_workers_values_are_dropped
 def test_a_missing_directory_is_created_at_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     directory = tmp_path / "metrics"
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(directory))
-    runpy.run_path(str(CONF))["on_starting"](arbiter())
+    runpy.run_path(str(CONF))["when_ready"](arbiter())
     assert directory.is_dir()
 
 
@@ -61,6 +61,6 @@ def test_without_the_directory_the_hooks_do_nothing(tmp_path: Path, monkeypatch:
     dead: list[Any] = []
     monkeypatch.setattr(multiprocess, "mark_process_dead", dead.append)
     conf = runpy.run_path(str(CONF))
-    conf["on_starting"](arbiter())
+    conf["when_ready"](arbiter())
     conf["child_exit"](None, SimpleNamespace(pid=4343))
     assert dead == []
