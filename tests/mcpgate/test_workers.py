@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -37,13 +38,21 @@ def _no_inherited_sockets(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-@pytest.fixture
-def taken() -> Iterator[tuple[socket.socket, int]]:
-    """A port some other server listens on."""
-    with socket.socket() as other:
-        other.bind(("127.0.0.1", 0))
+@contextlib.contextmanager
+def listening(host: str = "127.0.0.1", *, reuse_port: bool = False) -> Iterator[int]:
+    """A port some other server listens on (with ``reuse_port``: as a running mcpgate's worker does)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as other:
+        if reuse_port:
+            other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind((host, 0))
         other.listen()
-        yield other, int(other.getsockname()[1])
+        yield int(other.getsockname()[1])
+
+
+def refusal(bind: str) -> str:
+    with pytest.raises(RuntimeError) as refused:
+        listen_per_worker(arbiter(bind))
+    return str(refused.value)
 
 
 def test_a_free_tcp_port_keeps_a_socket_per_worker_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
@@ -69,39 +78,25 @@ def test_every_address_is_checked_and_named(caplog: pytest.LogCaptureFixture) ->
     ]
 
 
-def test_a_port_another_server_listens_on_refuses_to_start(taken: tuple[socket.socket, int]) -> None:
-    _, port = taken
-    with pytest.raises(RuntimeError) as refused:
-        listen_per_worker(arbiter(f"127.0.0.1:{port}"))
-    assert str(refused.value) == f"Cannot listen on 127.0.0.1:{port}: Address already in use"
+def test_a_port_another_server_listens_on_refuses_to_start() -> None:
+    with listening() as port:
+        assert refusal(f"127.0.0.1:{port}") == f"Cannot listen on 127.0.0.1:{port}: Address already in use"
 
 
 def test_a_port_a_second_mcpgate_listens_on_with_so_reuseport_refuses_to_start() -> None:
     """Without the check, this is the case that would start and silently take half the connections."""
-    with socket.socket() as first_mcpgate_worker:
-        first_mcpgate_worker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        first_mcpgate_worker.bind(("127.0.0.1", 0))
-        first_mcpgate_worker.listen()
-        port = int(first_mcpgate_worker.getsockname()[1])
-        with pytest.raises(RuntimeError) as refused:
-            listen_per_worker(arbiter(f"127.0.0.1:{port}"))
-    assert str(refused.value) == f"Cannot listen on 127.0.0.1:{port}: Address already in use"
+    with listening(reuse_port=True) as port:
+        assert refusal(f"127.0.0.1:{port}") == f"Cannot listen on 127.0.0.1:{port}: Address already in use"
 
 
 def test_an_ipv6_port_in_use_is_named_in_brackets() -> None:
-    with socket.socket(socket.AF_INET6) as other:
-        other.bind(("::1", 0))
-        other.listen()
-        port = int(other.getsockname()[1])
-        with pytest.raises(RuntimeError) as refused:
-            listen_per_worker(arbiter(f"[::1]:{port}"))
-    assert str(refused.value) == f"Cannot listen on [::1]:{port}: Address already in use"
+    with listening("::1") as port:
+        assert refusal(f"[::1]:{port}") == f"Cannot listen on [::1]:{port}: Address already in use"
 
 
 def test_an_address_this_machine_does_not_have_refuses_to_start() -> None:
-    with pytest.raises(RuntimeError) as refused:
-        listen_per_worker(arbiter("192.0.2.1:8000"))  # TEST-NET-1 (RFC 5737), never a local address
-    assert str(refused.value) == "Cannot listen on 192.0.2.1:8000: Cannot assign requested address"
+    # TEST-NET-1 (RFC 5737): never a local address.
+    assert refusal("192.0.2.1:8000") == "Cannot listen on 192.0.2.1:8000: Cannot assign requested address"
 
 
 @pytest.mark.parametrize(
@@ -142,13 +137,10 @@ def test_sockets_handed_over_by_a_re_executing_arbiter_are_shared(monkeypatch: p
     assert server.cfg.reuse_port is False
 
 
-def test_with_reuse_port_off_nothing_is_checked_or_changed(
-    taken: tuple[socket.socket, int], caplog: pytest.LogCaptureFixture
-) -> None:
+def test_with_reuse_port_off_nothing_is_checked_or_changed(caplog: pytest.LogCaptureFixture) -> None:
     """MCPGATE_REUSE_PORT=false: the arbiter binds as gunicorn always did (and reports a taken port itself)."""
-    _, port = taken
-    server = arbiter(f"127.0.0.1:{port}", reuse_port=False)
-    with caplog.at_level(logging.INFO, logger="tests.gunicorn"):
+    with listening() as port, caplog.at_level(logging.INFO, logger="tests.gunicorn"):
+        server = arbiter(f"127.0.0.1:{port}", reuse_port=False)
         listen_per_worker(server)
     assert server.cfg.reuse_port is False
     assert caplog.messages == []
