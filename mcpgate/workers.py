@@ -15,10 +15,13 @@ image's extra packages:
   yet complete (``h11_max_incomplete_event_size``), so what one connection can make a worker
   buffer stays bounded (that, plus whatever arrives complete in one read of the socket).
   /mcp and the token endpoint take connections that need not pass through oauth2-proxy.
+
+It also takes what the application loaded out of the garbage collector's way (``load_wsgi``).
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 from typing import Any
@@ -31,6 +34,19 @@ class Worker(UvicornWorker):
     """``uvicorn_worker.UvicornWorker`` with its loop and HTTP parser named (see the module)."""
 
     CONFIG_KWARGS: dict[str, Any] = {"loop": "uvloop", "http": "h11"}
+
+    def load_wsgi(self) -> None:
+        """Load the application, then freeze what it left (``gc.freeze``): Django, DRF, oauthlib, the MCP
+        SDK and their pydantic models are about 150,000 objects that live as long as the worker,
+        and every full collection walked them all again. Frozen, a collection walks only what requests
+        made since. Garbage left by the loading is collected first, so that none is frozen with it.
+
+        One worker, 16 connections, tools/call (BENCHMARKS.md, "gc.freeze"): p99 35-37 ms instead of
+        44-64 ms, and 2-4 % more calls per second.
+        """
+        super().load_wsgi()
+        gc.collect()
+        gc.freeze()
 
 
 def listen_per_worker(server: Any) -> None:

@@ -1,13 +1,21 @@
-"""Where the workers listen (mcpgate.workers.listen_per_worker): a socket each where it works, a taken port refused."""
+"""mcpgate.workers: a listening socket per worker where it works, a taken port refused; the loaded app frozen."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import signal
 import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import pytest
 from gunicorn.config import Config
@@ -158,3 +166,42 @@ def test_a_reload_keeps_the_shared_socket_when_the_arbiter_holds_it() -> None:
     server.LISTENERS = [object()]
     listen_as_started(server)
     assert server.cfg.reuse_port is False
+
+
+# -- the loaded application, frozen (Worker.load_wsgi) ----------------------------------------------
+
+
+def _served_by(worker_class: str) -> dict[str, Any]:
+    """What tests.mcpgate.frozen_app answers under gunicorn with one ``worker_class`` worker."""
+    port = free_port()
+    gunicorn = Path(sys.executable).parent / "gunicorn"
+    command = [str(gunicorn), "--bind", f"127.0.0.1:{port}", "-w", "1", "-k", worker_class]
+    root = Path(__file__).resolve().parents[2]
+    arbiter = subprocess.Popen(
+        [*command, "tests.mcpgate.frozen_app:app"], cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+                    answer: dict[str, Any] = json.loads(response.read())
+                    return answer
+            except OSError:
+                assert arbiter.poll() is None, arbiter.stderr.read() if arbiter.stderr else ""
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+    finally:
+        arbiter.send_signal(signal.SIGTERM)
+        arbiter.wait(timeout=30)
+
+
+def test_the_worker_freezes_what_the_application_loaded_and_still_collects_the_rest() -> None:
+    answer = _served_by("mcpgate.workers.Worker")
+    assert answer["frozen"] > 1000  # gunicorn, uvicorn and uvloop alone; mcpgate's application adds ~150,000
+    assert answer["collecting"] is True
+
+
+def test_uvicorns_own_worker_freezes_nothing() -> None:
+    """The difference is mcpgate's worker, not something gunicorn or uvicorn do anyway."""
+    assert _served_by("uvicorn_worker.UvicornWorker") == {"frozen": 0, "collecting": True}
