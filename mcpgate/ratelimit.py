@@ -28,7 +28,6 @@ import hashlib
 import ipaddress
 import logging
 import time
-import zlib
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -36,7 +35,7 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import caches
 from django.http import HttpRequest
-from django_ratelimit.core import get_usage
+from django_ratelimit.core import _get_window, _split_rate, get_usage
 
 logger = logging.getLogger(__name__)
 
@@ -139,10 +138,6 @@ def _usage(limit: Limit, value: str, request: HttpRequest | None, *, increment: 
     return Verdict(count=int(usage["count"]), limit=int(usage["limit"]), retry_after=max(1, int(usage["time_left"])))
 
 
-# Seconds per unit of a rate (``envrate`` accepts these: 30/m, 100/5m).
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
 @dataclass(frozen=True)
 class Window:
     """The fixed window a key is counted in at this moment."""
@@ -153,16 +148,14 @@ class Window:
 
 
 def window(limit: Limit, value: str) -> Window:
-    """The window ``value`` is counted in now under ``limit``, placed as django-ratelimit places it
-    (``django_ratelimit.core``: the period's edges from the epoch, shifted per key by the key's CRC-32, so
-    that windows do not all end together). For counts kept outside the cache: ``mcp_bridge.tokens``."""
-    count, per = limit.rate.split("/")
-    period = int(per[:-1] or 1) * _UNITS[per[-1]]
-    now = int(time.time())
-    end = now - now % period + zlib.crc32(value.encode()) % period
-    if end < now:
-        end += period
-    return Window(limit=int(count), end=end, left=max(1, end - now))
+    """The window ``value`` is counted in now under ``limit``, for counts kept outside the cache
+    (``mcp_bridge.tokens``): django-ratelimit's own, placed by its ``_split_rate`` and ``_get_window`` (the
+    period's edges from the epoch, shifted per key by the key's CRC-32 so that windows do not all end
+    together). Both are private to django-ratelimit, which ``requirements.txt`` pins;
+    tests/mcp_bridge/test_token_calls.py holds the window to the one the library counts in."""
+    count, period = _split_rate(limit.rate)
+    end = _get_window(value, period)
+    return Window(limit=count, end=end, left=max(1, end - int(time.time())))
 
 
 def counted(window: Window, count: int) -> Verdict:
