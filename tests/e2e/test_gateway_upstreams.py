@@ -64,6 +64,8 @@ SETTINGS = {"MCPGATE_UPSTREAM_KEYS": UPSTREAM_KEY, "MCPGATE_UPSTREAM_POLL_SECOND
 LOCAL_TOOLS = {"whoami", "add_note", "list_notes"}
 # Long enough for both workers to notice an upstream (one poll) and start it (node boots in ~0.5 s).
 SERVED_WITHIN = 20.0
+# Fresh sessions a warm-up calls through (served_everywhere).
+WARM_SESSIONS = 16
 T = TypeVar("T")
 # What a stdio upstream may see: the SDK's short list, the locale, and what the operator configured.
 STDIO_BASE_ENV = {"HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER", "LANG"}
@@ -177,6 +179,21 @@ async def served(client: Client, tool: str, arguments: dict[str, Any], *, within
     raise AssertionError(f"{tool} not served within {within} s: {last}")
 
 
+async def served_everywhere(server: GunicornServer, token: str, tool: str, arguments: dict[str, Any]) -> None:
+    """``served`` on ``WARM_SESSIONS`` fresh sessions, so that every worker has loaded and reached ``tool``'s
+    upstream before a test relies on it.
+
+    Each worker picks up a new upstream on its own (within ``MCPGATE_UPSTREAM_POLL_SECONDS``) and connects to it
+    on its own; until then it answers "unknown tool" or "unavailable". A session's connections reach a worker
+    the kernel picks by a hash of their addresses (a listening socket per worker, mcpgate.workers), so a later
+    call of the same session may reach the other worker than its warm-up did. With two workers, 16 sessions
+    all missing one of them is a 1 in 2**15 chance.
+    """
+    for _ in range(WARM_SESSIONS):
+        async with mcp_session(server, token) as fresh:
+            await served(fresh, tool, arguments)
+
+
 async def reached(request: Callable[[], Awaitable[T]], upstream: str, *, within: float = SERVED_WITHIN) -> T:
     """``request`` (a read or a prompt through ``upstream``) until the worker that takes it has its link up.
 
@@ -229,7 +246,7 @@ def test_server_everything_is_listed_called_read_and_prompted_through_the_gatewa
 
     async def main() -> None:
         async with mcp_session(gunicorn_server, token) as client:
-            await served(client, "ev__echo", {"message": "warm-up"})
+            await served_everywhere(gunicorn_server, token, "ev__echo", {"message": "warm-up"})
             seen["tools"] = [tool.name for tool in (await client.list_tools()).tools]
             seen["echo"] = await client.call_tool("ev__echo", {"message": "Hello from Alice"})
             seen["sum"] = await client.call_tool("ev__get-sum", {"a": 2, "b": 40})
@@ -275,7 +292,7 @@ def test_mcp_server_time_answers_get_current_time_through_the_gateway(gunicorn_s
 
     async def main() -> None:
         async with mcp_session(gunicorn_server, token) as client:
-            await served(client, "time__get_current_time", {"timezone": "UTC"})
+            await served_everywhere(gunicorn_server, token, "time__get_current_time", {"timezone": "UTC"})
             seen["tools"] = [tool.name for tool in (await client.list_tools()).tools]
             seen["now"] = await client.call_tool("time__get_current_time", {"timezone": "Europe/Paris"})
 
@@ -310,7 +327,7 @@ def test_http_upstream_gets_its_configured_credential_and_never_the_callers_toke
 
         async def main() -> None:
             async with mcp_session(gunicorn_server, token) as client:
-                await served(client, "rec__hello", {"name": "warm-up"})
+                await served_everywhere(gunicorn_server, token, "rec__hello", {"name": "warm-up"})
                 seen["hello"] = await client.call_tool("rec__hello", {"name": "Alice"})
 
         run(main)
@@ -339,7 +356,7 @@ def test_stdio_upstream_gets_its_configured_environment_and_nothing_of_the_gatew
 
     async def main() -> None:
         async with mcp_session(gunicorn_server, token) as client:
-            await served(client, "envy__echo", {"message": "warm-up"})
+            await served_everywhere(gunicorn_server, token, "envy__echo", {"message": "warm-up"})
             seen["env"] = await client.call_tool("envy__get-env", {})
 
     run(main)
@@ -369,8 +386,8 @@ def test_an_upstream_that_dies_fails_fast_while_the_others_answer_and_recovers_w
 
         async def main() -> None:
             async with mcp_session(gunicorn_server, token) as client:
-                await served(client, "flaky__echo", {"message": "warm-up"})
-                await served(client, "steady__echo", {"message": "warm-up"})
+                await served_everywhere(gunicorn_server, token, "flaky__echo", {"message": "warm-up"})
+                await served_everywhere(gunicorn_server, token, "steady__echo", {"message": "warm-up"})
 
                 await anyio.to_thread.run_sync(flaky.kill)
                 started = time.monotonic()

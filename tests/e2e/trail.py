@@ -26,4 +26,6 @@ def settled_tool_calls(*, at_least: int = 0, within: float = 10.0) -> list[Audit
 
 
 def _tool_calls() -> list[AuditEvent]:
-    return list(AuditEvent.objects.filter(event=AuditKind.TOOL_CALL).order_by("pk"))
+    # By when the call was made, as the console orders them: each worker inserts its own batch, so the
+    # order of primary keys is the order of the batches, not of the calls made through two workers.
+    return list(AuditEvent.objects.filter(event=AuditKind.TOOL_CALL).order_by("created", "pk"))
