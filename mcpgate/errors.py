@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import enum
 import logging
+import sqlite3
 import sys
 from collections.abc import Mapping
 from typing import Any
 
+import psycopg
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template import loader
@@ -186,7 +188,19 @@ RETRY_AFTER_SECONDS = 5
 # programmer" (a lost connection, the server shutting down or refusing connections, a deadlock,
 # SQLite's "database is locked"); InterfaceError is a connection that was already closed. Both pass
 # with time. IntegrityError, ProgrammingError and DataError are bugs or bad input: still a 500.
-TRANSIENT_DATABASE_ERRORS = (OperationalError, InterfaceError)
+# Django raises its own classes for the driver's (DatabaseErrorWrapper), but not on every path: closing
+# a server-side cursor (QuerySet.iterator() on PostgreSQL; Django's compiler.cursor_iter calls the
+# driver's ``close`` unwrapped) raised psycopg's own AdminShutdown when PostgreSQL stopped at that
+# moment (tests/faults/test_database_outage.py, 4 December). So the drivers' own classes of the same
+# PEP 249 kinds count too.
+TRANSIENT_DATABASE_ERRORS = (
+    OperationalError,
+    InterfaceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    sqlite3.OperationalError,
+    sqlite3.InterfaceError,
+)
 
 
 def transient_database_error(exc: BaseException | None) -> BaseException | None:

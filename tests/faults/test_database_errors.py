@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlencode
 
+import psycopg
 import pytest
 from asgiref.sync import async_to_sync
 from django.core.handlers.asgi import ASGIHandler
@@ -317,3 +319,60 @@ def test_server_error_answers_503_only_inside_a_database_failure() -> None:
         response = errors.server_error(request)
     assert_oauth_unavailable(response)
     assert errors.server_error(request).status_code == 500
+
+
+# What psycopg raises when PostgreSQL stops under a statement (``pg_ctl stop -m fast``).
+ADMIN_SHUTDOWN = "terminating connection due to administrator command"
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        psycopg.errors.AdminShutdown(ADMIN_SHUTDOWN),
+        psycopg.OperationalError("consuming input failed: server closed the connection unexpectedly"),
+        psycopg.InterfaceError("the connection is closed"),
+        sqlite3.OperationalError("database is locked"),
+        sqlite3.InterfaceError("Cannot operate on a closed database."),
+    ],
+    ids=lambda failure: f"{type(failure).__module__}.{type(failure).__name__}",
+)
+def test_a_drivers_own_error_that_django_did_not_wrap_is_a_503_too(failure: Exception) -> None:
+    """Django's compiler closes a server-side cursor (QuerySet.iterator() on PostgreSQL) with the
+    driver's error unwrapped: psycopg's AdminShutdown reached handler500 during an outage."""
+    request = RequestFactory().post("/oauth/register")
+    try:
+        raise failure
+    except type(failure):
+        response = errors.server_error(request)
+    assert_oauth_unavailable(response)
+
+
+def test_a_drivers_own_integrity_error_is_still_a_500() -> None:
+    request = RequestFactory().post("/oauth/register")
+    try:
+        raise psycopg.errors.UniqueViolation("duplicate key value violates unique constraint")
+    except psycopg.errors.UniqueViolation:
+        response = errors.server_error(request)
+    assert response.status_code == 500
+
+
+def test_a_registration_that_meets_psycopgs_own_error_is_answered_503(
+    client: HttpClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The request the outage test met: the sweep after the client was made failed with the driver's
+    own error (raised here by every query, outside Django's wrapper, as cursor_iter's close raised it)."""
+    with caplog.at_level(logging.WARNING), database_down(lambda: psycopg.errors.AdminShutdown(ADMIN_SHUTDOWN)):
+        response = client.post(
+            "/oauth/register",
+            json.dumps(
+                {"client_name": "Claude", "redirect_uris": [LOOPBACK_REDIRECT], "token_endpoint_auth_method": "none"}
+            ),
+            content_type="application/json",
+            HTTP_HOST=PUBLIC,
+            REMOTE_ADDR=CLIENT_ADDR,
+        )
+    assert_oauth_unavailable(response)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+        f"database unavailable (AdminShutdown: {ADMIN_SHUTDOWN}): POST /oauth/register answered 503"
+    ]
+    assert not any(r.exc_info for r in caplog.records)
