@@ -88,7 +88,9 @@ def client_register(
         client=client,
         detail={"auth_method": client.token_endpoint_auth_method, "software_id": client.software_id},
     )
-    clients_purge_unused(older_than=timedelta(hours=settings.MCPGATE_UNUSED_CLIENT_PURGE_HOURS))
+    clients_purge_unused(
+        older_than=timedelta(hours=settings.MCPGATE_UNUSED_CLIENT_PURGE_HOURS), limit=PURGE_PER_REGISTRATION
+    )
     return RegistrationResult(
         client=client,
         registration_access_token=str(issued["registration_access_token"]),
@@ -304,11 +306,21 @@ def client_mark_used(*, client: Client | None) -> None:
     client.last_used_at = now
 
 
-def clients_purge_unused(*, older_than: timedelta) -> int:
+# Clients read per query while purging. Each batch is a plain query, not QuerySet.iterator(): on
+# PostgreSQL that is a server-side cursor (DECLARE, FETCH, CLOSE: three round trips for a handful of
+# rows), and Django closes it with the driver's error unwrapped (mcpgate.errors.TRANSIENT_DATABASE_ERRORS).
+PURGE_BATCH = 200
+# How many a registration sweeps at most: each registration adds one client, so a backlog still
+# shrinks, and one registration never carries the deletion of a large one (manage.py purge_stale_clients does).
+PURGE_PER_REGISTRATION = 20
+
+
+def clients_purge_unused(*, older_than: timedelta, limit: int | None = None) -> int:
     """Delete self-registered clients that never got a token and are older than ``older_than``.
 
     claude.ai registers on every fresh connection, so abandoned registrations pile up. A
-    client with a live authorization code is left alone (a sign-in may be under way).
+    client with a live authorization code is left alone (a sign-in may be under way). ``limit``
+    caps how many go in this call (oldest first); None: all of them. Returns how many went.
     """
     cutoff = timezone.now() - older_than
     access_tokens = (
@@ -322,12 +334,18 @@ def clients_purge_unused(*, older_than: timedelta) -> int:
         last_used_at__isnull=True,
     ).filter(~Exists(access_tokens), ~Exists(refresh_tokens), ~Exists(grants))
     purged = 0
-    for client in stale.iterator():
-        audit_record(
-            event=AuditKind.CLIENT_PURGED, client=None, detail={"client_id": client.client_id, "name": client.name}
-        )
-        client.delete()
-        purged += 1
+    # A purged client leaves ``stale``, so each batch is the next one; ordered so ``limit`` takes the oldest.
+    while limit is None or purged < limit:
+        size = PURGE_BATCH if limit is None else min(PURGE_BATCH, limit - purged)
+        batch = list(stale.order_by("created", "pk")[:size])
+        for client in batch:
+            audit_record(
+                event=AuditKind.CLIENT_PURGED, client=None, detail={"client_id": client.client_id, "name": client.name}
+            )
+            client.delete()
+        purged += len(batch)
+        if len(batch) < size:
+            break
     return purged
 
 

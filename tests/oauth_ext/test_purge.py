@@ -7,10 +7,13 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from oauth2_provider.models import get_grant_model
 
 from audit.models import AuditEvent, AuditKind
+from oauth_ext import services
 from oauth_ext.models import Client, Consent, User
 from oauth_ext.services import client_create, clients_purge_unused, registration_token_issue
 from tests.conftest import CLAUDE_CALLBACK, CLIENT_ADDR, GEMINI_CALLBACK, Flow, register
@@ -118,3 +121,46 @@ def test_purged_client_gets_invalid_client_and_can_register_again(flow: Flow, st
         ip=CLIENT_ADDR,
     )
     assert again.status_code == 201
+
+
+def stale_clients(make_client: Callable[..., Client], count: int) -> list[str]:
+    """``count`` dynamically registered clients, two days old and older, oldest first: their client_ids."""
+    clients = [make_client(CLAUDE_CALLBACK, name=f"Claude {n}") for n in range(count)]
+    for n, client in enumerate(clients):
+        age(client, 2 * DAY + timedelta(minutes=count - n))
+    return [client.client_id for client in clients]
+
+
+def test_a_limit_purges_the_oldest_and_leaves_the_rest_for_the_next_sweep(
+    make_client: Callable[..., Client],
+) -> None:
+    ids = stale_clients(make_client, 3)
+    assert clients_purge_unused(older_than=DAY, limit=2) == 2
+    assert list(Client.objects.values_list("client_id", flat=True)) == ids[2:]
+    assert clients_purge_unused(older_than=DAY, limit=2) == 1
+    assert not Client.objects.exists()
+    assert AuditEvent.objects.filter(event=AuditKind.CLIENT_PURGED).count() == 3
+
+
+def test_without_a_limit_every_batch_is_purged(
+    make_client: Callable[..., Client], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(services, "PURGE_BATCH", 2)
+    stale_clients(make_client, 5)
+    assert purge() == 5
+    assert not Client.objects.exists()
+
+
+def test_purging_reads_batches_with_plain_queries_not_a_server_side_cursor(
+    make_client: Callable[..., Client], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """QuerySet.iterator() is a server-side cursor on PostgreSQL whose close Django leaves unwrapped."""
+    monkeypatch.setattr(services, "PURGE_BATCH", 2)
+    stale_clients(make_client, 3)
+    with CaptureQueriesContext(connection) as queries:
+        assert purge() == 3
+    statements = [q["sql"].split(None, 1)[0].upper() for q in queries.captured_queries]
+    assert "DECLARE" not in statements
+    # Two batches (2 clients, then 1, which is fewer than a batch: the last).
+    batches = [q for q in queries.captured_queries if 'FROM "oauth_ext_client"' in q["sql"] and "EXISTS" in q["sql"]]
+    assert len(batches) == 2

@@ -13,6 +13,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from audit.models import AuditEvent, AuditKind
+from oauth_ext import services
 from oauth_ext.models import Client
 from tests.conftest import (
     CLAUDE_CALLBACK,
@@ -329,3 +330,18 @@ def test_registering_purges_stale_unused_registrations(http: HttpClient) -> None
         "client_id": stale["client_id"],
         "name": "Claude",
     }
+
+
+@override_settings(MCPGATE_UNUSED_CLIENT_PURGE_HOURS=24)
+def test_a_registration_sweeps_a_bounded_number_of_stale_registrations_oldest_first(
+    http: HttpClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backlog goes a few clients per registration; manage.py purge_stale_clients takes all of it."""
+    monkeypatch.setattr(services, "PURGE_PER_REGISTRATION", 2)
+    stale = [register(http, claude_metadata("client_secret_post")).json()["client_id"] for _ in range(3)]
+    for n, client_id in enumerate(stale):
+        Client.objects.filter(client_id=client_id).update(created=timezone.now() - timedelta(hours=30 - n))
+    fresh = register(http, claude_metadata("client_secret_post")).json()
+    assert set(Client.objects.values_list("client_id", flat=True)) == {stale[2], fresh["client_id"]}
+    again = register(http, claude_metadata("client_secret_post")).json()
+    assert set(Client.objects.values_list("client_id", flat=True)) == {fresh["client_id"], again["client_id"]}
