@@ -152,6 +152,18 @@ def test_a_connection_lost_while_a_code_is_checked_is_a_503_not_invalid_grant(
     )
 
 
+def register(client: HttpClient) -> Any:
+    """A public client's RFC 7591 registration, as Claude Code sends it."""
+    metadata = {"client_name": "Claude", "redirect_uris": [LOOPBACK_REDIRECT], "token_endpoint_auth_method": "none"}
+    return client.post(
+        "/oauth/register",
+        json.dumps(metadata),
+        content_type="application/json",
+        HTTP_HOST=PUBLIC,
+        REMOTE_ADDR=CLIENT_ADDR,
+    )
+
+
 def test_a_registration_while_the_database_is_away_is_answered_503_and_registers_nothing(
     client: HttpClient,
 ) -> None:
@@ -159,15 +171,7 @@ def test_a_registration_while_the_database_is_away_is_answered_503_and_registers
 
     before = Client.objects.count()
     with database_down():
-        response = client.post(
-            "/oauth/register",
-            json.dumps(
-                {"client_name": "Claude", "redirect_uris": [LOOPBACK_REDIRECT], "token_endpoint_auth_method": "none"}
-            ),
-            content_type="application/json",
-            HTTP_HOST=PUBLIC,
-            REMOTE_ADDR=CLIENT_ADDR,
-        )
+        response = register(client)
     assert_oauth_unavailable(response)
     assert Client.objects.count() == before
 
@@ -362,15 +366,7 @@ def test_a_registration_that_meets_psycopgs_own_error_is_answered_503(
     """The request the outage test met: the sweep after the client was made failed with the driver's
     own error (raised here by every query, outside Django's wrapper, as cursor_iter's close raised it)."""
     with caplog.at_level(logging.WARNING), database_down(lambda: psycopg.errors.AdminShutdown(ADMIN_SHUTDOWN)):
-        response = client.post(
-            "/oauth/register",
-            json.dumps(
-                {"client_name": "Claude", "redirect_uris": [LOOPBACK_REDIRECT], "token_endpoint_auth_method": "none"}
-            ),
-            content_type="application/json",
-            HTTP_HOST=PUBLIC,
-            REMOTE_ADDR=CLIENT_ADDR,
-        )
+        response = register(client)
     assert_oauth_unavailable(response)
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
         f"database unavailable (AdminShutdown: {ADMIN_SHUTDOWN}): POST /oauth/register answered 503"
