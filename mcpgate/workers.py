@@ -16,7 +16,8 @@ image's extra packages:
   buffer stays bounded (that, plus whatever arrives complete in one read of the socket).
   /mcp and the token endpoint take connections that need not pass through oauth2-proxy.
 
-It also takes what the application loaded out of the garbage collector's way (``load_wsgi``).
+It also takes what the application loaded out of the garbage collector's way (``load_wsgi``), and
+has each listening socket closed once when it stops, not twice (``run``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Worker(UvicornWorker):
     """``uvicorn_worker.UvicornWorker`` with its loop and HTTP parser named (see the module)."""
 
     CONFIG_KWARGS: dict[str, Any] = {"loop": "uvloop", "http": "h11"}
+    sockets: list[Any]  # gunicorn's listeners (gunicorn.sock wrappers), set by the arbiter
 
     def load_wsgi(self) -> None:
         """Load the application, then freeze what it left (``gc.freeze``): Django, DRF, oauthlib, the MCP
@@ -47,6 +49,20 @@ class Worker(UvicornWorker):
         super().load_wsgi()
         gc.collect()
         gc.freeze()
+
+    def run(self) -> None:
+        """Serve, handing the event loop the listening sockets themselves rather than gunicorn's wrappers.
+
+        The server an event loop makes on a socket owns it (asyncio's ``create_server(sock=...)``) and
+        closes it when it closes, as uvicorn's shutdown has it do first. uvloop, given gunicorn's wrapper
+        (a ``socket.socket`` look-alike), closes the descriptor and then calls the wrapper's ``close()``,
+        which closes the same number again: "Error while closing socket [Errno 9] Bad file descriptor"
+        at every worker's exit (gunicorn#3013), or, had another thread opened a file or a connection in
+        between and been given that number (requests still drain then), that one closed under it.
+        Given the socket, uvloop takes the descriptor from it, and every later ``close()`` does nothing.
+        """
+        self.sockets = [getattr(listener, "sock", listener) for listener in self.sockets]
+        super().run()
 
 
 def listen_per_worker(server: Any) -> None:

@@ -20,6 +20,8 @@ from .deployment import STARTUP_LINE, Deployment, children_of, socket_inodes
 pytestmark = pytest.mark.e2e
 
 HEADER_BOUND = 16 * 1024  # h11's max_incomplete_event_size, uvicorn's default
+# What gunicorn logs when a worker's listening socket is closed a second time (tests/mcpgate/test_workers.py).
+DOUBLE_CLOSE = "Error while closing socket"
 
 
 def test_every_worker_runs_on_uvloop(faults_deployment: Deployment) -> None:
@@ -221,6 +223,7 @@ def test_a_unix_socket_is_one_socket_that_both_workers_share(faults_deployment: 
                 assert listener in socket_inodes(pid), pid
             answers = {http.get("/healthz").status_code for _ in range(10)}
             assert answers == {200}
+            assert DOUBLE_CLOSE not in log_path.read_text()  # the old workers closed their copy once
     finally:
         stop(arbiter)
 
@@ -238,3 +241,5 @@ def test_after_a_reload_each_new_worker_listens_on_a_socket_of_its_own(faults_de
     assert all(len(sockets) == 1 for sockets in listeners.values()), listeners
     with httpx2.Client(base_url=faults_deployment.server.internal, timeout=10) as http:
         assert {http.get("/healthz").status_code for _ in range(10)} == {200}
+    # The old workers are gone, each having closed its listening socket once (mcpgate.workers.Worker.run).
+    assert DOUBLE_CLOSE not in faults_deployment.server.log()

@@ -171,14 +171,26 @@ def test_a_reload_keeps_the_shared_socket_when_the_arbiter_holds_it() -> None:
 # -- the loaded application, frozen (Worker.load_wsgi) ----------------------------------------------
 
 
-def _served_by(worker_class: str) -> dict[str, Any]:
-    """What tests.mcpgate.frozen_app answers under gunicorn with one ``worker_class`` worker."""
+@dataclass
+class Served:
+    """What tests.mcpgate.frozen_app answered under gunicorn, and gunicorn's log once it stopped."""
+
+    answer: dict[str, Any]
+    log: str
+
+
+def _served_by(worker_class: str, *options: str) -> Served:
+    """tests.mcpgate.frozen_app under gunicorn with one ``worker_class`` worker, asked once, then stopped (SIGTERM)."""
     port = free_port()
     gunicorn = Path(sys.executable).parent / "gunicorn"
-    command = [str(gunicorn), "--bind", f"127.0.0.1:{port}", "-w", "1", "-k", worker_class]
+    command = [str(gunicorn), "--bind", f"127.0.0.1:{port}", "-w", "1", "-k", worker_class, *options]
     root = Path(__file__).resolve().parents[2]
     arbiter = subprocess.Popen(
-        [*command, "tests.mcpgate.frozen_app:app"], cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        [*command, "tests.mcpgate.frozen_app:app"],
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 30
@@ -186,22 +198,44 @@ def _served_by(worker_class: str) -> dict[str, Any]:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
                     answer: dict[str, Any] = json.loads(response.read())
-                    return answer
+                    break
             except OSError:
                 assert arbiter.poll() is None, arbiter.stderr.read() if arbiter.stderr else ""
                 assert time.monotonic() < deadline
                 time.sleep(0.1)
     finally:
         arbiter.send_signal(signal.SIGTERM)
-        arbiter.wait(timeout=30)
+        _, log = arbiter.communicate(timeout=30)
+    assert "Finished server process" in log, log  # uvicorn's last line in the worker: its shutdown ran
+    return Served(answer=answer, log=log)
 
 
 def test_the_worker_freezes_what_the_application_loaded_and_still_collects_the_rest() -> None:
-    answer = _served_by("mcpgate.workers.Worker")
+    answer = _served_by("mcpgate.workers.Worker").answer
     assert answer["frozen"] > 1000  # gunicorn, uvicorn and uvloop alone; mcpgate's application adds ~150,000
     assert answer["collecting"] is True
 
 
 def test_uvicorns_own_worker_freezes_nothing() -> None:
     """The difference is mcpgate's worker, not something gunicorn or uvicorn do anyway."""
-    assert _served_by("uvicorn_worker.UvicornWorker") == {"frozen": 0, "collecting": True}
+    assert _served_by("uvicorn_worker.UvicornWorker").answer == {"frozen": 0, "collecting": True}
+
+
+# -- the listening socket, closed once (Worker.run) -------------------------------------------------
+
+DOUBLE_CLOSE = "Error while closing socket [Errno 9] Bad file descriptor"
+
+
+@pytest.mark.parametrize("options", [(), ("--reuse-port",)], ids=["shared socket", "socket per worker"])
+def test_the_worker_closes_its_listening_socket_once_when_it_stops(options: tuple[str, ...]) -> None:
+    """uvloop owns the socket it serves and closes it; a second close of the same number could close
+    whatever another thread had opened in between."""
+    log = _served_by("mcpgate.workers.Worker", *options).log
+    assert DOUBLE_CLOSE not in log, log
+
+
+def test_uvicorns_own_worker_on_uvloop_closes_it_twice() -> None:
+    """The difference is mcpgate's worker: uvicorn's own (on uvloop here, its "auto" loop) hands over
+    gunicorn's wrapper."""
+    log = _served_by("uvicorn_worker.UvicornWorker", "--reuse-port").log
+    assert DOUBLE_CLOSE in log, log
