@@ -13,12 +13,13 @@ import contextlib
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from tests.ports import free_port
 
 
 def pg_bindir() -> Path:
@@ -31,12 +32,6 @@ def pg_bindir() -> Path:
     if initdb:
         return Path(initdb).resolve().parent
     raise SystemExit("PostgreSQL binaries not found (install postgresql, or set PG_BINDIR)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager

@@ -13,7 +13,6 @@ import contextlib
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,8 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 import httpx2
+
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -68,14 +69,23 @@ GENEROUS_RATE_LIMITS = {
 }
 
 
+# The gunicorn servers running on the test database now, by arbiter pid (``running_on_the_test_database``):
+# a transactional test's teardown waits for them to settle before it empties the tables (tests/conftest.py).
+RUNNING: set[int] = set()
+
+
+@contextlib.contextmanager
+def running_on_the_test_database(process: subprocess.Popen[bytes]) -> Iterator[None]:
+    """Count ``process`` among the servers a transactional test's flush must wait for, while it runs."""
+    RUNNING.add(process.pid)
+    try:
+        yield
+    finally:
+        RUNNING.discard(process.pid)
+
+
 class ServerFailed(RuntimeError):
     """gunicorn exited or did not answer in time; the message carries its log."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def database_env(settings_dict: dict[str, Any]) -> dict[str, str]:
@@ -304,7 +314,8 @@ def gunicorn(*, db_env: dict[str, str], log_path: Path, overrides: dict[str, str
         )
     try:
         _wait_until_ready(server, process)
-        yield server
+        with running_on_the_test_database(process):
+            yield server
     finally:
         stop(process)
 
