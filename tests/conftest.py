@@ -22,6 +22,7 @@ import django_ratelimit.core
 import pytest
 from django.conf import settings
 from django.core.cache import caches
+from django.db import connection
 from django.test import Client as HttpClient
 from django.test import override_settings
 
@@ -29,6 +30,8 @@ from mcpgate import ratelimit
 from oauth_ext import views
 from oauth_ext.models import Client
 from tests.e2e.oauthclient import PKCE
+from tests.e2e.server import RUNNING
+from tests.e2e.trail import BATCH_SECONDS
 from tests.personas import ALICE, BOB, MALLORY, OLIVIA, OSCAR  # noqa: F401  (re-exported for the tests)
 
 PROXY_ADDR = "10.9.9.9"
@@ -347,3 +350,41 @@ def _seeded_rows_for_transactional_tests(request: pytest.FixtureRequest, django_
     with django_db_blocker.unblock():
         for uri, match, note in KNOWN_CLIENT_CALLBACKS:
             RedirectAllowlistEntry.objects.get_or_create(uri=uri, defaults={"match": match, "note": note})
+
+
+# How long a transactional test's teardown lets the servers still running settle before the flush, and at most
+# how long it then waits for their sessions of the database to leave their transactions.
+SETTLE_SECONDS = 3 * BATCH_SECONDS
+QUIET_WITHIN = 10.0
+
+
+@pytest.fixture(autouse=True)
+def _servers_settled_before_the_flush(request: pytest.FixtureRequest, django_db_blocker: Any) -> Iterator[None]:
+    """A transactional test's teardown empties every table (TRUNCATE on PostgreSQL) while the module's gunicorn
+    servers run on: first let them write what the test's calls left queued (audit.batch, every 0.1 s).
+
+    Otherwise a worker's INSERT of a batch and the flush's TRUNCATE take their locks in opposite orders, and
+    PostgreSQL breaks the deadlock by failing one of them: CI on 3cebf93 lost the flush ("Database
+    test_mcpgate couldn't be flushed", DeadlockDetected). Set up after pytest-django's database fixture
+    (plugins' autouse fixtures come first), so torn down before it.
+    """
+    yield
+    marker = request.node.get_closest_marker("django_db")
+    if marker is None or not marker.kwargs.get("transaction") or not RUNNING:
+        return
+    time.sleep(SETTLE_SECONDS)  # every worker's writer has woken since the test's last call and taken its rows
+    with django_db_blocker.unblock():
+        if connection.vendor != "postgresql":
+            return  # SQLite: the flush waits for the writer's lock (busy timeout) instead of deadlocking
+        deadline = time.monotonic() + QUIET_WITHIN
+        with connection.cursor() as cursor:
+            while time.monotonic() < deadline:
+                cursor.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+                    " AND state IN ('active', 'idle in transaction')"
+                )
+                (busy,) = cursor.fetchone()
+                if not busy:
+                    return
+                time.sleep(0.05)

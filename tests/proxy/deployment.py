@@ -38,7 +38,15 @@ from typing import Any
 
 import httpx2
 
-from tests.e2e.server import database_env, free_port, gunicorn_command, manage, server_env, stop
+from tests.e2e.server import (
+    database_env,
+    free_port,
+    gunicorn_command,
+    manage,
+    running_on_the_test_database,
+    server_env,
+    stop,
+)
 
 from . import credentials, mockoidc
 from .oauth2proxy import oauth2_proxy, wait_until_ready
@@ -155,7 +163,8 @@ def gunicorn(name: str, env: dict[str, str], log_path: Path, ready_host: str) ->
             interval=0.1,
             headers={"Host": ready_host},
         )
-        yield server
+        with running_on_the_test_database(process):
+            yield server
     finally:
         stop(process, STOP_TIMEOUT)
 
