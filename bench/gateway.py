@@ -40,7 +40,7 @@ from typing import Any
 from cryptography.fernet import Fernet
 
 from bench.cases import ROOT, VENV_BIN, Results, Target, measure, median, serving
-from tests.pgcluster import free_port
+from tests.ports import free_port
 
 UPSTREAM_TOKEN = "upstreamtoken456"  # the upstream's own credential, known to mcpgate only as a sealed header
 PROTOCOL_VERSION = "2025-06-18"

@@ -44,7 +44,8 @@ from bench.gateway import problems as gateway_problems
 from bench.gateway import run_gateway_case
 from bench.gateway import summary as gateway_summary
 from bench.report import Section, machine, write
-from tests.pgcluster import cluster, free_port
+from tests.pgcluster import cluster
+from tests.ports import free_port
 
 TOKEN = "benchtoken123"
 CASES = ("limits", "mcp", "peer", "oauth", "gateway", "scale")

@@ -34,8 +34,10 @@ import httpx2
 import pytest
 from cryptography.fernet import Fernet
 
+from tests.ports import free_port
+
 from .oauthclient import person_token
-from .server import REPO, GunicornServer, free_port, stop
+from .server import REPO, GunicornServer, stop
 from .tools import NODE_DIR, NodeTools, node_tools
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]

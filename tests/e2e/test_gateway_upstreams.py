@@ -35,11 +35,12 @@ from gateway.models import Upstream
 from gateway.services import parse_env, parse_header, target_from, upstream_create
 from tests.e2e.trail import settled_tool_calls
 from tests.gateway.fixtures import serving
+from tests.ports import free_port
 
 from .oauthclient import ALICE as ALICE_BROWSER
 from .oauthclient import BOB as BOB_BROWSER
 from .oauthclient import person_token
-from .server import GunicornServer, ServerFailed, database_env, free_port, gunicorn, manage
+from .server import GunicornServer, ServerFailed, database_env, gunicorn, manage
 from .upstreamhelpers import (
     EVERYTHING_DOCS,
     UpstreamProcess,

@@ -18,10 +18,11 @@ from mcp_types import CallToolResult
 from oauth2_provider.models import get_access_token_model
 
 from oauth_ext.models import Client as OAuthClient
+from tests.ports import free_port
 
 from .mcpremote import browser_script, browser_visits, mcp_remote_params, run_mcp_remote, stored_tokens
 from .oauthclient import ALICE
-from .server import GunicornServer, free_port
+from .server import GunicornServer
 from .tools import NodeTools, node_tools
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]

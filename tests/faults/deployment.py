@@ -27,13 +27,13 @@ from tests.e2e.server import (
     REPO,
     GunicornServer,
     ServerFailed,
-    free_port,
     gunicorn_command,
     manage,
     server_env,
     stop,
 )
 from tests.pgcluster import pg_bindir
+from tests.ports import free_port
 
 # Every rate limit well above what a bounded load from one address can reach: these runs measure
 # the service under faults and load, not the limits (tests/security covers those).

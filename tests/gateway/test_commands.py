@@ -32,8 +32,9 @@ from gateway.crypto import unseal
 from gateway.models import AssertionKey, Connection, Transport, Upstream, UpstreamStatus
 from gateway.services import target_from, upstream_create
 from oauth_ext.models import User
-from tests.e2e.server import REPO, database_env, free_port
+from tests.e2e.server import REPO, database_env
 from tests.gateway.fixtures import person_server_fixture, serving  # noqa: F401  (fixtures)
+from tests.ports import free_port
 
 SECRET = "sk-live-command-secret-0123456789"
 UPSTREAMS = Path(__file__).resolve().parent / "upstreams"

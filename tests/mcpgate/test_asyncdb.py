@@ -16,7 +16,7 @@ from mcp_bridge.tokens import aload_access_token, load_access_token
 from mcpgate import asyncdb
 from mcpgate.threads import in_worker_thread
 from tests.conftest import INTERNAL_BASE
-from tests.pgcluster import free_port
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.postgresql]
 

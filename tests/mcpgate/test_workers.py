@@ -21,7 +21,7 @@ import pytest
 from gunicorn.config import Config
 
 from mcpgate.workers import listen_as_started, listen_per_worker
-from tests.pgcluster import free_port
+from tests.ports import free_port
 
 
 @dataclass

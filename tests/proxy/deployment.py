@@ -40,13 +40,13 @@ import httpx2
 
 from tests.e2e.server import (
     database_env,
-    free_port,
     gunicorn_command,
     manage,
     running_on_the_test_database,
     server_env,
     stop,
 )
+from tests.ports import free_port
 
 from . import credentials, mockoidc
 from .oauth2proxy import oauth2_proxy, wait_until_ready

@@ -11,8 +11,8 @@ from mcp.client import Client
 from mcp_types import CallToolResult
 
 from tests.e2e.mcpremote import browser_script, browser_visits, mcp_remote_params, run_mcp_remote, stored_tokens
-from tests.e2e.server import free_port
 from tests.e2e.tools import NodeTools, node_tools
+from tests.ports import free_port
 
 from . import credentials, mockoidc
 from .deployment import Deployment
