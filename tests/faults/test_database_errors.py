@@ -28,6 +28,7 @@ from django.test import Client as HttpClient
 from django.test import RequestFactory
 
 from mcpgate import errors
+from tests.asgi import http_scope
 from tests.conftest import CLIENT_ADDR, LOOPBACK_REDIRECT, PUBLIC, Flow, authorize_params, proxy_headers
 from tests.e2e.oauthclient import PKCE
 from tests.personas import ALICE
@@ -209,24 +210,12 @@ def test_a_consent_submitted_while_the_database_is_away_is_an_html_503(client: H
 def asgi_post(path: str, form: dict[str, str], host: str = PUBLIC) -> tuple[int, dict[str, str], bytes]:
     """POST a form through Django's ASGIHandler, as uvicorn does (Django's AsyncClient cannot set Host)."""
     body = urlencode(form).encode()
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"host", host.encode()),
-            (b"content-type", b"application/x-www-form-urlencoded"),
-            (b"content-length", str(len(body)).encode()),
-        ],
-        "client": (CLIENT_ADDR, 50000),
-        "server": ("127.0.0.1", 8000),
-    }
+    headers = [
+        (b"host", host.encode()),
+        (b"content-type", b"application/x-www-form-urlencoded"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    scope = http_scope("POST", path, headers, client=(CLIENT_ADDR, 50000))
     sent: list[dict[str, Any]] = []
     received = False
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
@@ -19,6 +18,7 @@ from oauth2_provider.models import get_access_token_model, set_token_value
 
 from mcpgate.asyncdb import AsyncDatabase
 from oauth_ext.models import Client, User
+from tests.asgi import worker_threads_closed
 from tests.conftest import INTERNAL_BASE, PROXY_ADDR
 from tests.personas import ALICE, BOB
 
@@ -131,26 +131,14 @@ def anyio_backend() -> str:
 
 @asynccontextmanager
 async def serving(*, fast_path: bool = True) -> AsyncIterator[Any]:
-    """The ASGI site (mcpgate.asgi.Application) with its lifespan running.
-
-    /mcp does its database work in the event loop's default executor (as under uvicorn). Here
-    that executor is one thread of ours, so the connection it opens can be closed afterwards:
-    left open, PostgreSQL refuses to drop the test database at the end ("being accessed by
-    other users"). The thread that ``sync_to_async`` uses for the tests' own reads likewise.
-    """
+    """The ASGI site (mcpgate.asgi.Application) with its lifespan running, its worker threads ours
+    (``tests.threads``: /mcp does its database work in the loop's default executor, as under uvicorn)."""
     from mcpgate.asgi import Application
 
-    loop = asyncio.get_running_loop()
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mcp-worker")
-    loop.set_default_executor(executor)
-    try:
+    async with worker_threads_closed():
         app = Application(fast_path=fast_path)
         async with app.mcp_endpoint.lifespan():
             yield app
-    finally:
-        await loop.run_in_executor(executor, connections.close_all)
-        await sync_to_async(connections.close_all)()
-        executor.shutdown(wait=True)
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from mcp_bridge.endpoint import admit
 from mcp_bridge.registry import registry
 from mcp_bridge.server import run_tool
 from mcp_bridge.tokens import admission_sql, load_access_token, lookup_sql
+from tests.asgi import http_scope
 from tests.mcp_bridge.conftest import PEER, bearer, call, thread_statements
 from tests.personas import ALICE
 
@@ -31,20 +32,7 @@ def scope_for(token: str | None) -> dict[str, Any]:
     ]
     if token is not None:
         headers.append((b"authorization", f"Bearer {token}".encode()))
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/mcp",
-        "raw_path": b"/mcp",
-        "root_path": "",
-        "query_string": b"",
-        "headers": headers,
-        "client": PEER,
-        "server": ("127.0.0.1", 8000),
-    }
+    scope = http_scope("POST", "/mcp", headers, client=PEER)
     return scope
 
 
