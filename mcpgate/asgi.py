@@ -18,6 +18,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mcpgate.settings")
 django_application = get_asgi_application()
 
 from mcp_bridge.endpoint import MCP_PATH, MCPEndpoint  # noqa: E402  (needs Django set up)
+from mcpgate.errors import broken_off  # noqa: E402
 
 ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 
@@ -34,7 +35,18 @@ class Application:
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
         else:
-            await django_application(scope, receive, send)
+            await django_application(scope, receive, self._unless_broken_off(scope, send))
+
+    @staticmethod
+    def _unless_broken_off(scope: dict[str, Any], send: Any) -> Any:
+        """``send``, except the end of a body a view broke off (``mcpgate.errors.break_off``)."""
+
+        async def sending(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body") and broken_off(scope):
+                return
+            await send(message)
+
+        return sending
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         message = await receive()

@@ -260,3 +260,31 @@ def server_error(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpRespons
         response._has_been_logged = True  # type: ignore[attr-defined]
         return response
     return refusal(request, status=500, error="server_error", description="The server could not complete the request.")
+
+
+# ---------------------------------------------------------------------------
+# A streamed response that cannot be finished.
+# ---------------------------------------------------------------------------
+BROKEN_OFF_KEY = "mcpgate.broken_off"
+
+
+def break_off(request: HttpRequest) -> None:
+    """Leave ``request``'s streaming response unfinished: call it, then end the iterator.
+
+    Once a streaming response has sent its status and first bytes, a failure (the database gone part
+    way through a CSV export) can no longer become an error response. Ending the iterator would send
+    the chunked body's last chunk, and the client would keep a short body that looks whole. Instead
+    ``mcpgate.asgi`` withholds that last chunk; the server then closes the connection (uvicorn logs
+    "ASGI callable returned without completing response."), and the client sees the transfer fail, as
+    HTTP/1.1 says an incomplete chunked body must be read (RFC 9112 §8). Raising from the iterator would
+    do the same but skip Django's end of request (``request_finished``, the response's ``close``)
+    and log a traceback. The caller logs why.
+    """
+    scope = getattr(request, "scope", None)
+    if scope is not None:  # ASGI; under WSGI there is nothing to withhold
+        scope[BROKEN_OFF_KEY] = True
+
+
+def broken_off(scope: Mapping[str, Any]) -> bool:
+    """Whether ``break_off`` was called for the request of this ASGI ``scope``."""
+    return bool(scope.get(BROKEN_OFF_KEY))

@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import django_ratelimit.core
 import pytest
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.core.cache import caches
 from django.db import connection
@@ -119,6 +120,19 @@ def register(http: HttpClient, metadata: dict[str, Any] | str, *, host: str = PU
     """POST an RFC 7591 registration request as a client at ``ip`` would."""
     body = metadata if isinstance(metadata, str) else json.dumps(metadata)
     return http.post("/oauth/register", body, content_type="application/json", HTTP_HOST=host, REMOTE_ADDR=ip)
+
+
+def body_of(response: Any) -> bytes:
+    """A test client response's whole body, streamed (from a synchronous or an asynchronous iterator) or not."""
+    if not response.streaming:
+        return bytes(response.content)
+    if response.is_async:
+
+        async def read() -> bytes:
+            return b"".join([chunk async for chunk in response.streaming_content])
+
+        return bytes(async_to_sync(read)())
+    return b"".join(response.streaming_content)
 
 
 def hidden_inputs(html: str) -> dict[str, str]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from django.contrib import admin
@@ -14,9 +15,17 @@ from django.http import HttpRequest, StreamingHttpResponse
 from django.urls import path
 
 from audit.models import AuditEvent, AuditKind
+from console.selectors import AuditRow, audit_events_page
+from mcpgate.errors import TRANSIENT_DATABASE_ERRORS, break_off
+from mcpgate.threads import in_worker_thread
 from oauth_ext.models import Client, User
 
 from .common import ReadOnlyAdmin
+
+logger = logging.getLogger(__name__)
+
+# Events per query of a CSV export: what a worker holds in memory at a time, whatever the trail's size.
+EXPORT_PAGE_SIZE = 2000
 
 
 class EventFilter(admin.SimpleListFilter):
@@ -77,6 +86,40 @@ class _Echo:
         return value
 
 
+def _csv_row(writer: Any, event: AuditRow) -> str:
+    values = (event.event, event.email, event.client_label, event.client_id or "", event.host, event.ip or "")
+    return str(writer.writerow([event.created.isoformat(), *map(_cell, values), _cell(event.detail)]))
+
+
+async def _csv_lines(request: HttpRequest, events: QuerySet[AuditEvent], first: list[AuditRow]) -> AsyncIterator[str]:
+    """The CSV, a page of ``EXPORT_PAGE_SIZE`` events at a time, each page read in a worker thread when
+    the one before has been handed to the server.
+
+    An asynchronous iterator, because that is what Django's ASGI handler streams; a synchronous one it
+    reads whole into memory first (``StreamingHttpResponse.__aiter__``), however large the trail. A
+    database that fails part way breaks the download off (``mcpgate.errors.break_off``): the client
+    sees it fail rather than keep a file that looks whole.
+    """
+    writer = csv.writer(_Echo())
+    yield str(writer.writerow(CSV_COLUMNS))
+    page, sent = first, 0
+    while page:
+        yield "".join(_csv_row(writer, event) for event in page)
+        sent += len(page)
+        if len(page) < EXPORT_PAGE_SIZE:
+            return
+        try:
+            page = await in_worker_thread(audit_events_page)(events=events, after=page[-1], size=EXPORT_PAGE_SIZE)
+        except TRANSIENT_DATABASE_ERRORS as exc:
+            logger.warning(
+                "database unavailable (%s) during an audit export: broken off after %d events",
+                type(exc).__name__,
+                sent,
+            )
+            break_off(request)
+            return
+
+
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdmin):
     list_display = ("created", "event_name", "email", "client_label", "host", "ip", "detail_summary")
@@ -105,21 +148,16 @@ class AuditEventAdmin(ReadOnlyAdmin):
         return [export, *super().get_urls()]
 
     def export_csv(self, request: HttpRequest) -> StreamingHttpResponse:
-        """The changelist's rows, with its filters and search applied, streamed as CSV."""
+        """The changelist's rows, with its filters and search applied, newest first, streamed as CSV.
+
+        The first page is read here, before anything is sent, so that a database away at the start is
+        the site's 503 page (``mcpgate.errors.server_error``), not a broken download.
+        """
         if not self.has_view_permission(request):
             raise PermissionDenied
-        changelist = self.get_changelist_instance(request)
-        rows = changelist.get_queryset(request).select_related("client").order_by("-created")
-        writer = csv.writer(_Echo())
-
-        def lines() -> Iterator[str]:
-            yield writer.writerow(CSV_COLUMNS)
-            for event in rows.iterator(chunk_size=2000):
-                client_id = event.client.client_id if event.client else ""
-                values = (event.event, event.email, event.client_label, client_id, event.host, event.ip or "")
-                yield writer.writerow([event.created.isoformat(), *map(_cell, values), _cell(event.detail)])
-
-        response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+        events = self.get_changelist_instance(request).get_queryset(request)
+        first = audit_events_page(events=events, after=None, size=EXPORT_PAGE_SIZE)
+        response = StreamingHttpResponse(_csv_lines(request, events, first), content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = 'attachment; filename="mcpgate-audit.csv"'
         return response
 

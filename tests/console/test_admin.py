@@ -36,6 +36,7 @@ from tests.conftest import (
     INTERNAL,
     Flow,
     basic_auth,
+    body_of,
     proxy_headers,
 )
 from tests.personas import OLIVIA, OSCAR
@@ -481,7 +482,7 @@ def test_audit_filters_and_csv_export_of_the_filtered_list(olivia: Console, publ
     response = olivia.get(reverse("admin:audit_auditevent_export") + f"?event=tool_call&q={ALICE}")
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/csv")
-    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    rows = list(csv.reader(io.StringIO(body_of(response).decode())))
     assert rows[0][:3] == ["created", "event", "email"]
     assert len(rows) == 2
     assert rows[1][2] == ALICE

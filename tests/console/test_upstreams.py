@@ -25,7 +25,7 @@ from gateway.assertions import assertion_key_rotate
 from gateway.crypto import unseal
 from gateway.models import AssertionKey, Transport, Upstream, UpstreamStatus
 from gateway.services import Target, UpstreamInvalid, parse_env, parse_header, upstream_create
-from tests.conftest import ALICE
+from tests.conftest import ALICE, body_of
 from tests.console.test_admin import Console
 from tests.personas import OLIVIA
 
@@ -565,7 +565,7 @@ def test_no_credential_value_appears_on_any_page_after_saving(olivia: Console) -
     for url in pages:
         page = olivia.get(url)
         assert page.status_code == 200, url
-        body = b"".join(page.streaming_content) if page.streaming else page.content
+        body = body_of(page)
         for secret in (BEARER, API_KEY, "s3cr3t"):
             assert secret.encode() not in body, (url, secret)
     assert "API_KEY" in olivia.get(pages[3]).content.decode()  # the name is shown

@@ -17,6 +17,7 @@ import pytest
 
 from tests.e2e.server import ServerFailed
 from tests.e2e.tools import unavailable
+from tests.personas import OLIVIA
 
 from .deployment import Deployment, deployment, postgres_available
 
@@ -41,7 +42,9 @@ def faults_deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Depl
     if not postgres_available():
         unavailable("PostgreSQL binaries (initdb, pg_ctl) not found: apt-get install postgresql, or set PG_BINDIR")
     try:
-        with deployment(log_dir=tmp_path_factory.mktemp("faults")) as deployed:
+        # Olivia an operator, for the console's CSV export (test_audit_export_outage).
+        overrides = {"MCPGATE_OPERATOR_EMAILS": OLIVIA}
+        with deployment(log_dir=tmp_path_factory.mktemp("faults"), overrides=overrides) as deployed:
             yield deployed
     except ServerFailed as failure:
         pytest.fail(str(failure))
